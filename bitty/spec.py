@@ -1,0 +1,564 @@
+"""Loading exchange specs: YAML -> schema check -> semantic checks -> frozen, compiled ``Spec``.
+
+This is the one loader: ``bitty validate`` and ``bitty collect`` both call ``load_spec``. Every
+problem is collected (not just the first) and located at ``file:line:col`` through the node marks
+of ``yaml.compose``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from bitty import paths
+from bitty.errors import Problem, SpecError
+from bitty.expr import Expr, ExpressionError, compile_expression
+from bitty.symbols import SymbolRules
+from bitty.template import Template
+
+TRADE_FIELDS = ("symbol", "trade_id", "price", "size", "side", "time")
+CONNECTION_VARS = {"symbols", "id", "now_ms", "connect_id", "bootstrap"}
+
+
+@dataclass(frozen=True)
+class MessageKind:
+    name: str
+    type: str  # trade | ignore | error | channel
+    match: Expr
+    records: Expr | None = None
+    channel: Expr | None = None
+    fields: tuple[tuple[str, Expr], ...] = ()
+    symbol: Expr | None = None
+    message: Expr | None = None
+    fatal: bool = False
+    log: str = "debug"
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    per: str
+    batch_size: int | None
+    messages: tuple[Template, ...]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    match: Expr
+    timeout: float
+    messages: tuple[Template, ...] = ()
+    symbol: Expr | None = None
+    channel: Expr | None = None
+    last_trade_id: Expr | None = None
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    interval: float
+    message: Template
+
+
+@dataclass(frozen=True)
+class Pong:
+    match: Expr
+    reply: Template
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    url: Template
+    method: str
+    keepalive_interval: Expr | None
+
+
+@dataclass(frozen=True)
+class SymbolList:
+    url: str
+    records: Expr
+    native: Expr
+    base: Expr | None
+    quote: Expr | None
+    filter: Expr | None
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    version: int
+    path: Path
+    url: Template
+    symbols: SymbolRules
+    default_symbols: tuple[str, ...]
+    subscribe: Subscribe
+    messages: tuple[MessageKind, ...]
+    heartbeat: Heartbeat | None = None
+    trade_timeout: float | None = None
+    idle_timeout: float = 60.0
+    keepalive: Keepalive | None = None
+    pong: Pong | None = None
+    compression: str = "auto"
+    bootstrap: Bootstrap | None = None
+    symbol_list: SymbolList | None = None
+    max_symbols: int | None = None
+    max_frame_bytes: int = 4 * 1024 * 1024
+    messages_per_second: float | None = None
+    max_age: float | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    hooks: str | None = None
+    description: str = ""
+    docs: str = ""
+
+    def hooks_class(self) -> type:
+        """The spec's hooks class (imported on first use), or the no-op default."""
+        from bitty.hooks import Hooks, import_hooks
+
+        return import_hooks(self.hooks) if self.hooks else Hooks
+
+
+# --- locating paths in the YAML source ------------------------------------------------------
+
+
+class _Locator:
+    """Maps a JSON path (list of keys/indexes) to the line and column of its YAML node."""
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.root = root
+
+    def node(self, path: list[Any], key: bool = False) -> yaml.Node | None:
+        node = self.root
+        for i, step in enumerate(path):
+            if isinstance(node, yaml.MappingNode):
+                for k, v in node.value:
+                    if k.value == step:
+                        node = k if key and i == len(path) - 1 else v
+                        break
+                else:
+                    return node
+            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+                node = node.value[step]
+            else:
+                return node
+        return node
+
+    def where(self, path: list[Any], key: bool = False) -> tuple[int, int]:
+        node = self.node(path, key)
+        if node is None:
+            return 1, 1
+        return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def json_path(path: list[Any]) -> str:
+    out = "$"
+    for step in path:
+        if isinstance(step, int):
+            out += f"[{step}]"
+        elif step.replace("_", "").replace("-", "").isalnum():
+            out += f".{step}"
+        else:
+            out += f"[{step!r}]"
+    return out
+
+
+class _Report:
+    def __init__(self, file: str, locator: _Locator) -> None:
+        self.file = file
+        self.locator = locator
+        self.problems: list[Problem] = []
+
+    def add(self, path: list[Any], message: str, key: bool = False) -> None:
+        line, col = self.locator.where(path, key)
+        self.problems.append(Problem(self.file, line, col, json_path(path), message))
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+_validator: jsonschema.protocols.Validator | None = None
+
+
+def schema() -> dict[str, Any]:
+    return validator().schema  # type: ignore[no-any-return]
+
+
+def validator() -> jsonschema.protocols.Validator:
+    global _validator
+    if _validator is None:
+        import json
+
+        document = json.loads(paths.schema_file().read_text())
+        cls = jsonschema.validators.validator_for(document)
+        cls.check_schema(document)
+        _validator = cls(document)
+    return _validator
+
+
+def _schema_at(path: list[Any]) -> dict[str, Any] | None:
+    """The schema node describing the object at ``path`` (for 'did you mean' suggestions)."""
+    root = schema()
+    node: dict[str, Any] | None = root
+    for step in path:
+        if node is None:
+            return None
+        node = _resolve(root, node)
+        if isinstance(step, int):
+            node = node.get("items")
+        elif step in node.get("properties", {}):
+            node = node["properties"][step]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return None
+    return _resolve(root, node) if node is not None else None
+
+
+def _resolve(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        merged = dict(root["$defs"][name])
+        node = merged
+    return node
+
+
+def _schema_problems(data: Any, report: _Report) -> None:
+    errors = sorted(validator().iter_errors(data), key=lambda e: (list(e.absolute_path), e.message))
+    for error in errors:
+        for path, message, at_key in _explain(error, data):
+            report.add(path, message, key=at_key)
+
+
+def _explain(error: jsonschema.ValidationError, data: Any) -> Iterator[tuple[list[Any], str, bool]]:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        for key in error.instance:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            expected = f"; expected one of: {', '.join(sorted(allowed))}" if not close else ""
+            yield path + [key], f"unknown key {key!r}{hint}{expected}", True
+        return
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        yield path, f"missing required key {missing!r}", False
+        return
+    if error.validator == "enum":
+        options = ", ".join(repr(o) for o in error.validator_value)
+        yield path, f"{error.instance!r} is not one of {options}", False
+        return
+    if error.validator == "const":
+        return  # reported through the message kind's `type` enum
+    if error.validator == "pattern":
+        description = error.schema.get("description", "")
+        yield path, f"{error.instance!r} does not match {error.validator_value!r}. {description}".strip(), False
+        return
+    yield path, error.message, False
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+class _Builder:
+    """Compiles the raw (schema-valid) mapping, recording every semantic problem."""
+
+    def __init__(self, raw: dict[str, Any], report: _Report) -> None:
+        self.raw = raw
+        self.report = report
+
+    def expr(self, path: list[Any], source: str | None) -> Expr | None:
+        if source is None:
+            return None
+        try:
+            return compile_expression(source)
+        except ExpressionError as exc:
+            self.report.add(path, str(exc))
+            return None
+
+    def template(self, path: list[Any], source: Any, allowed: set[str]) -> Template | None:
+        try:
+            template = Template.compile(source)
+        except ExpressionError as exc:
+            self.report.add(path, str(exc))
+            return None
+        unknown = sorted(template.variables() - allowed)
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.report.add(path, f"template uses unknown variable {name!r}{hint}; available here: {', '.join(sorted(allowed))}")
+        return template
+
+    def templates(self, path: list[Any], sources: list[Any], allowed: set[str]) -> tuple[Template, ...]:
+        out = []
+        for i, source in enumerate(sources):
+            template = self.template(path + [i], source, allowed)
+            if template is not None:
+                out.append(template)
+        return tuple(out)
+
+    def build(self, file: Path) -> Spec | None:
+        raw = self.raw
+        problems_before = len(self.report.problems)
+        symbols_raw = raw["symbols"]
+        rules = self.symbol_rules(symbols_raw)
+        subscribe_raw = raw["subscribe"]
+        per = subscribe_raw.get("per", "connection")
+        connection_vars = set(CONNECTION_VARS) if "bootstrap" in raw else CONNECTION_VARS - {"bootstrap"}
+        sub_vars = (connection_vars - {"symbols"}) | {"symbol"} if per == "symbol" else connection_vars
+        if per == "batch" and "batch_size" not in subscribe_raw:
+            self.report.add(["subscribe"], "per: batch needs batch_size")
+        subscribe = Subscribe(per, subscribe_raw.get("batch_size"),
+                              self.templates(["subscribe", "messages"], subscribe_raw["messages"], sub_vars))
+        url_vars = {"symbols", "connect_id"} | ({"bootstrap"} & connection_vars)
+        url = self.template(["url"], raw["url"], url_vars)
+        heartbeat = self.heartbeat(raw.get("heartbeat"), sub_vars)
+        messages = self.messages(raw["messages"])
+        keepalive = None
+        if "keepalive" in raw:
+            message = self.template(["keepalive", "message"], raw["keepalive"]["message"], {"id", "now_ms", "connect_id"})
+            if message is not None:
+                keepalive = Keepalive(float(raw["keepalive"]["interval"]), message)
+        pong = None
+        if "pong" in raw:
+            match = self.expr(["pong", "match"], raw["pong"]["match"])
+            reply = self.template(["pong", "reply"], raw["pong"]["reply"], {"frame", "id", "now_ms", "connect_id"})
+            if match is not None and reply is not None:
+                pong = Pong(match, reply)
+        bootstrap = None
+        if "bootstrap" in raw:
+            b = raw["bootstrap"]
+            b_url = self.template(["bootstrap", "url"], b["url"], {"connect_id", "now_ms"})
+            interval = self.expr(["bootstrap", "keepalive_interval"], b.get("keepalive_interval"))
+            if b_url is not None:
+                bootstrap = Bootstrap(b_url, b.get("method", "GET"), interval)
+        symbol_list = self.symbol_list(symbols_raw.get("list"))
+        connection = raw.get("connection", {})
+        trade_timeout = raw.get("trade_timeout")
+        idle_timeout = float(raw.get("idle_timeout", 60))
+        self.check_timeouts(raw.get("heartbeat"), trade_timeout, idle_timeout, keepalive)
+        hooks = raw.get("hooks")
+        if hooks:
+            self.check_hooks(hooks)
+        if len(self.report.problems) > problems_before or url is None or rules is None:
+            return None
+        return Spec(
+            name=raw["name"],
+            version=int(raw.get("version", 1)),
+            path=file,
+            url=url,
+            symbols=rules,
+            default_symbols=tuple(symbols_raw["default"]),
+            subscribe=subscribe,
+            messages=messages,
+            heartbeat=heartbeat,
+            trade_timeout=float(trade_timeout) if trade_timeout is not None else None,
+            idle_timeout=idle_timeout,
+            keepalive=keepalive,
+            pong=pong,
+            compression=raw.get("compression", "auto"),
+            bootstrap=bootstrap,
+            symbol_list=symbol_list,
+            max_symbols=connection.get("max_symbols"),
+            max_frame_bytes=int(connection.get("max_frame_bytes", 4 * 1024 * 1024)),
+            messages_per_second=connection.get("messages_per_second"),
+            max_age=connection.get("max_age"),
+            headers=tuple(sorted(connection.get("headers", {}).items())),
+            hooks=hooks,
+            description=raw.get("description", ""),
+            docs=raw.get("docs", ""),
+        )
+
+    def symbol_rules(self, raw: dict[str, Any]) -> SymbolRules | None:
+        native = raw["native"]
+        if "{base}" not in native or "{quote}" not in native:
+            self.report.add(["symbols", "native"], "must contain both {base} and {quote}")
+            return None
+        if "{base}{quote}" in native and not raw.get("quotes") and not raw.get("map"):
+            self.report.add(["symbols", "native"],
+                            "{base}{quote} has no separator: list the exchange's quote assets in symbols.quotes "
+                            "so native symbols can be split")
+        return SymbolRules(
+            native_format=native,
+            case=raw.get("case", "upper"),
+            aliases=dict(raw.get("aliases", {})),
+            quotes=tuple(raw.get("quotes", ())),
+            suffix=raw.get("suffix"),
+            explicit=dict(raw.get("map", {})),
+        )
+
+    def symbol_list(self, raw: dict[str, Any] | None) -> SymbolList | None:
+        if raw is None:
+            return None
+        p = ["symbols", "list"]
+        records = self.expr(p + ["records"], raw["records"])
+        native = self.expr(p + ["native"], raw["native"])
+        base = self.expr(p + ["base"], raw.get("base"))
+        quote = self.expr(p + ["quote"], raw.get("quote"))
+        filter_ = self.expr(p + ["filter"], raw.get("filter"))
+        if records is None or native is None:
+            return None
+        return SymbolList(raw["url"], records, native, base, quote, filter_)
+
+    def heartbeat(self, raw: dict[str, Any] | None, sub_vars: set[str]) -> Heartbeat | None:
+        if raw is None:
+            return None
+        p = ["heartbeat"]
+        match = self.expr(p + ["match"], raw["match"])
+        if raw.get("symbol") and raw.get("channel"):
+            self.report.add(p, "give either symbol or channel, not both")
+        heartbeat = Heartbeat(
+            match=match,  # type: ignore[arg-type]
+            timeout=float(raw["timeout"]),
+            messages=self.templates(p + ["messages"], raw.get("messages", []), sub_vars | {"symbols"}),
+            symbol=self.expr(p + ["symbol"], raw.get("symbol")),
+            channel=self.expr(p + ["channel"], raw.get("channel")),
+            last_trade_id=self.expr(p + ["last_trade_id"], raw.get("last_trade_id")),
+        )
+        return heartbeat if match is not None else None
+
+    def messages(self, raw: dict[str, Any]) -> tuple[MessageKind, ...]:
+        out = []
+        has_trade = False
+        has_channel = False
+        for name, m in raw.items():
+            p = ["messages", name]
+            kind = m["type"]
+            match = self.expr(p + ["match"], m["match"])
+            if kind == "trade":
+                has_trade = True
+                fields = []
+                for field_name in TRADE_FIELDS:
+                    if field_name in m["fields"]:
+                        e = self.expr(p + ["fields", field_name], m["fields"][field_name])
+                        if e is not None:
+                            fields.append((field_name, e))
+                if "symbol" not in m["fields"] and "channel" not in m:
+                    self.report.add(p + ["fields"], "a trade kind needs fields.symbol, or a channel resolved through a `channel` kind")
+                kind_obj = MessageKind(name, kind, match,  # type: ignore[arg-type]
+                                       records=self.expr(p + ["records"], m.get("records")),
+                                       channel=self.expr(p + ["channel"], m.get("channel")),
+                                       fields=tuple(fields))
+            elif kind == "error":
+                kind_obj = MessageKind(name, kind, match,  # type: ignore[arg-type]
+                                       message=self.expr(p + ["message"], m.get("message")),
+                                       fatal=bool(m.get("fatal", False)))
+            elif kind == "channel":
+                has_channel = True
+                kind_obj = MessageKind(name, kind, match,  # type: ignore[arg-type]
+                                       channel=self.expr(p + ["channel"], m["channel"]),
+                                       symbol=self.expr(p + ["symbol"], m["symbol"]))
+            else:
+                kind_obj = MessageKind(name, kind, match, log=m.get("log", "debug"))  # type: ignore[arg-type]
+            out.append(kind_obj)
+        if not has_trade:
+            self.report.add(["messages"], "no message kind of type 'trade': the spec would never store a trade")
+        uses_channel = any(k.channel is not None for k in out if k.type == "trade")
+        if uses_channel and not has_channel:
+            self.report.add(["messages"], "a trade kind reads a channel, but no kind of type 'channel' assigns channels to symbols")
+        return tuple(out)
+
+    def check_timeouts(self, heartbeat: dict[str, Any] | None, trade_timeout: float | None,
+                       idle_timeout: float, keepalive: Keepalive | None) -> None:
+        if heartbeat is not None and heartbeat["timeout"] >= idle_timeout * 10:
+            self.report.add(["heartbeat", "timeout"], f"heartbeat timeout {heartbeat['timeout']}s is far above idle_timeout {idle_timeout}s")
+        if trade_timeout is not None:
+            if heartbeat is None or "last_trade_id" not in heartbeat:
+                self.report.add(["trade_timeout"],
+                                "trade_timeout needs heartbeat.last_trade_id: without it a quiet market cannot be told "
+                                "from a dead feed and would be restarted")
+            elif trade_timeout <= heartbeat["timeout"]:
+                self.report.add(["trade_timeout"],
+                                f"trade_timeout ({trade_timeout}s) must be longer than heartbeat.timeout ({heartbeat['timeout']}s)")
+        if keepalive is not None and keepalive.interval >= idle_timeout * 4:
+            self.report.add(["keepalive", "interval"], f"keepalive interval {keepalive.interval}s is far above idle_timeout {idle_timeout}s")
+
+    def check_hooks(self, dotted: str) -> None:
+        from bitty.hooks import Hooks
+
+        module_name, _, class_name = dotted.rpartition(".")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the spec author's to fix
+            self.report.add(["hooks"], f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
+            return
+        cls = getattr(module, class_name, None)
+        if not (isinstance(cls, type) and issubclass(cls, Hooks)):
+            self.report.add(["hooks"], f"{dotted!r} is not a subclass of bitty.hooks.Hooks")
+
+
+# --- public entry points ----------------------------------------------------------------------
+
+
+def load_spec(path: str | Path, display: str | None = None) -> Spec:
+    """Load, check and compile one spec file; raise SpecError listing every problem."""
+    path = Path(path)
+    file = display or _display(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([Problem(file, 1, 1, "$", f"cannot read: {exc}")]) from None
+    return parse_spec(text, path, file)
+
+
+def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
+    file = file or str(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([Problem(file, line, col, "$", f"invalid YAML: {problem}")]) from None
+    report = _Report(file, _Locator(root))
+    if not isinstance(data, dict):
+        report.add([], f"a spec is a mapping, not {type(data).__name__}")
+        raise SpecError(report.problems)
+    _schema_problems(data, report)
+    shape_ok = not report.problems
+    try:
+        spec = _Builder(data, report).build(path)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        # The shape is wrong (already reported above); semantic checks went as far as they could.
+        if shape_ok:
+            raise
+        spec = None
+    if report.problems or spec is None:
+        raise SpecError(report.problems)
+    return spec
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def spec_files(dirs: list[Path] | None = None) -> dict[str, Path]:
+    """Spec files by exchange name; later folders override earlier ones (user over bundled)."""
+    found: dict[str, Path] = {}
+    for folder in dirs if dirs is not None else paths.spec_dirs():
+        if not folder.is_dir():
+            continue
+        for file in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+            found[file.stem] = file
+    return found
+
+
+def find_spec(name_or_path: str, dirs: list[Path] | None = None) -> Path:
+    from bitty.errors import BittyError
+
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return candidate
+    files = spec_files(dirs)
+    if name_or_path in files:
+        return files[name_or_path]
+    close = difflib.get_close_matches(name_or_path, sorted(files), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise BittyError(f"no spec for exchange {name_or_path!r}{hint}; known: {', '.join(sorted(files)) or 'none'}")
