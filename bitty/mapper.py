@@ -1,0 +1,257 @@
+"""Turning one raw websocket frame into what it means: trades, a heartbeat, a ping to answer,
+an exchange error, an ack to ignore, or a reason to quarantine it.
+
+Pure and synchronous: no sockets, no clocks (the caller passes ``received_at``), so every spec
+can be tested frame by frame.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from bitty.expr import evaluate_safely
+from bitty.functions import to_text
+from bitty.spec import MessageKind, Spec
+from bitty.trade import Trade
+
+SIDES = {"buy": "buy", "sell": "sell", "Buy": "buy", "Sell": "sell", "BUY": "buy", "SELL": "sell"}
+
+
+class FrameTooLarge(ValueError):
+    """A frame (or what it decompresses to) is over the spec's max_frame_bytes."""
+
+
+@dataclass
+class Outcome:
+    """What one frame meant. ``kind`` is trade, heartbeat, pong, error, channel, ignore or unknown."""
+
+    kind: str
+    trades: list[Trade] = field(default_factory=list)
+    rejects: list[str] = field(default_factory=list)  # reasons, one per rejected record
+    symbol: str | None = None  # heartbeat: native symbol, None = whole connection
+    last_trade_id: str | None = None
+    reply: Any = None  # pong: the reply value
+    message: str = ""  # error text, or why a frame is unknown
+    fatal: bool = False
+    name: str = ""  # the message kind's name
+    log: str = "debug"
+
+
+def decompress(data: bytes, method: str, limit: int) -> bytes:
+    """Decompress a binary frame, refusing to produce more than ``limit`` bytes."""
+    if method == "none":
+        return data
+    if method == "auto":
+        if data[:2] == b"\x1f\x8b":
+            wbits = 16 + zlib.MAX_WBITS
+        elif len(data) > 1 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0:
+            wbits = zlib.MAX_WBITS
+        else:
+            wbits = -zlib.MAX_WBITS
+    else:
+        wbits = 16 + zlib.MAX_WBITS if method == "gzip" else -zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(data, limit + 1)
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise FrameTooLarge(f"frame decompresses to more than {limit} bytes")
+    return out
+
+
+def compress(data: bytes, method: str) -> bytes:
+    if method == "gzip":
+        return gzip.compress(data)
+    if method == "deflate":
+        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        return packer.compress(data) + packer.flush()
+    raise ValueError(f"unknown compression {method!r}")
+
+
+def raw_text(data: str | bytes) -> str:
+    """A frame as text for the quarantine: text as is, binary as base64."""
+    if isinstance(data, str):
+        return data
+    return "base64:" + base64.b64encode(data).decode()
+
+
+class Mapper:
+    """Maps decoded frames of one spec. ``channels`` (channel id -> native symbol) is per connection."""
+
+    def __init__(self, spec: Spec, exchange: str | None = None) -> None:
+        self.spec = spec
+        self.exchange = exchange or spec.name
+        self.known: dict[str, str] = {}  # native -> normalized, seeded with subscribed symbols
+        self._to_normalized = spec.symbols.to_normalized
+        self._trade_fields = {
+            kind.name: {name: expr.fn for name, expr in kind.fields} for kind in spec.messages if kind.type == "trade"
+        }
+
+    def learn(self, normalized_symbols: list[str]) -> None:
+        for symbol in normalized_symbols:
+            native = self.spec.symbols.to_native(symbol)
+            self.known[native] = symbol
+            self.known[native.upper()] = symbol
+            self.known[native.lower()] = symbol
+
+    def normalize(self, native: Any) -> str | None:
+        if not isinstance(native, str):
+            native = to_text(native)
+            if native is None:
+                return None
+        found = self.known.get(native)
+        return found if found is not None else self._to_normalized(native)
+
+    def decode(self, data: str | bytes) -> Any:
+        """Decoded JSON of a frame; a text frame that is not JSON is its string.
+
+        Raises ValueError (with the reason) for binary frames that are not JSON.
+        """
+        if isinstance(data, bytes):
+            data = decompress(data, self.spec.compression, self.spec.max_frame_bytes)
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"binary frame is not JSON after decompression: {exc}") from None
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+
+    def handle(self, frame: Any, received_at: datetime, channels: dict[str, str] | None = None) -> Outcome:
+        spec = self.spec
+        if spec.pong is not None and _truthy(spec.pong.match.fn, frame):
+            return Outcome("pong", reply=frame)
+        heartbeat = spec.heartbeat
+        if heartbeat is not None and _truthy(heartbeat.match.fn, frame):
+            return self._heartbeat(frame, channels)
+        for kind in spec.messages:
+            if not _truthy(kind.match.fn, frame):
+                continue
+            if kind.type == "trade":
+                return self._trades(kind, frame, received_at, channels)
+            if kind.type == "ignore":
+                return Outcome("ignore", name=kind.name, log=kind.log)
+            if kind.type == "error":
+                text = None
+                if kind.message is not None:
+                    text, _ = evaluate_safely(kind.message.fn, frame)
+                message = to_text(text) if text is not None else None
+                if message is None:
+                    message = orjson.dumps(frame).decode() if not isinstance(frame, str) else frame
+                return Outcome("error", name=kind.name, message=message, fatal=kind.fatal)
+            if kind.type == "channel":
+                channel, _ = evaluate_safely(kind.channel.fn, frame)  # type: ignore[union-attr]
+                native, _ = evaluate_safely(kind.symbol.fn, frame)  # type: ignore[union-attr]
+                if channels is not None and channel is not None and native is not None:
+                    channels[str(to_text(channel))] = str(to_text(native))
+                return Outcome("channel", name=kind.name, symbol=to_text(native))
+        return Outcome("unknown", message="no message kind matches this frame")
+
+    def _heartbeat(self, frame: Any, channels: dict[str, str] | None) -> Outcome:
+        heartbeat = self.spec.heartbeat
+        assert heartbeat is not None
+        symbol = None
+        if heartbeat.symbol is not None:
+            symbol = to_text(evaluate_safely(heartbeat.symbol.fn, frame)[0])
+        elif heartbeat.channel is not None:
+            channel = to_text(evaluate_safely(heartbeat.channel.fn, frame)[0])
+            symbol = (channels or {}).get(channel or "")
+        last = None
+        if heartbeat.last_trade_id is not None:
+            last = to_text(evaluate_safely(heartbeat.last_trade_id.fn, frame)[0])
+        normalized = self.normalize(symbol) if symbol is not None else None
+        return Outcome("heartbeat", symbol=normalized, last_trade_id=last)
+
+    def _trades(self, kind: MessageKind, frame: Any, received_at: datetime,
+                channels: dict[str, str] | None) -> Outcome:
+        out = Outcome("trade", name=kind.name)
+        if kind.records is not None:
+            records, error = evaluate_safely(kind.records.fn, frame)
+            if error:
+                out.rejects.append(f"records: {error}")
+                return out
+            if records is None:
+                records = []
+            elif not isinstance(records, list):
+                records = [records]
+        else:
+            records = [frame]
+        channel_symbol = None
+        if kind.channel is not None:
+            channel = to_text(evaluate_safely(kind.channel.fn, frame)[0])
+            channel_symbol = (channels or {}).get(channel or "")
+            if channel_symbol is None:
+                out.rejects.append(f"channel {channel!r} was never assigned to a symbol")
+                return out
+        fields = self._trade_fields[kind.name]
+        seen: dict[tuple[Any, ...], int] = {}
+        exchange = self.exchange
+        for record in records:
+            context = {"record": record, "frame": frame}
+            values: dict[str, Any] = {}
+            problem = None
+            for name, fn in fields.items():
+                try:
+                    values[name] = fn(context)
+                except Exception as exc:  # noqa: BLE001 - a bad frame must never stop the stream
+                    problem = f"{name}: {type(exc).__name__}: {exc}"
+                    break
+            if problem is None:
+                trade_or_reason = self._trade(values, channel_symbol, exchange, received_at, seen)
+                if isinstance(trade_or_reason, Trade):
+                    out.trades.append(trade_or_reason)
+                    continue
+                problem = trade_or_reason
+            out.rejects.append(problem)
+        return out
+
+    def _trade(self, values: dict[str, Any], channel_symbol: str | None, exchange: str,
+               received_at: datetime, seen: dict[tuple[Any, ...], int]) -> Trade | str:
+        native = values.get("symbol", channel_symbol)
+        if native is None:
+            return "symbol is missing"
+        symbol = self.normalize(native)
+        if symbol is None:
+            return f"cannot normalize symbol {native!r}"
+        price = values["price"]
+        if not isinstance(price, Decimal) or not price.is_finite() or price <= 0:
+            return f"price is missing or not a positive number: {price!r}"
+        size = values["size"]
+        if not isinstance(size, Decimal) or not size.is_finite() or size <= 0:
+            return f"size is missing or not a positive number: {size!r}"
+        side = SIDES.get(values["side"]) if isinstance(values["side"], str) else None
+        if side is None:
+            return f"side is not buy or sell: {values['side']!r}"
+        moment = values["time"]
+        if not isinstance(moment, datetime):
+            return f"time is missing or unreadable: {moment!r}"
+        trade_id = values.get("trade_id")
+        if trade_id is None:
+            key = (symbol, moment, price, size, side)
+            seen[key] = n = seen.get(key, 0) + 1
+            trade_id = derive_trade_id(moment, price, size, side, n)
+        else:
+            trade_id = to_text(trade_id)
+            if not trade_id:
+                return f"trade_id is empty or not a scalar: {values.get('trade_id')!r}"
+        return Trade(exchange, symbol, trade_id, price, size, side, moment, received_at)
+
+
+def derive_trade_id(moment: datetime, price: Decimal, size: Decimal, side: str, occurrence: int) -> str:
+    """A deterministic id for exchanges that publish none: the same trade replayed or received
+    again after a reconnect gets the same id; identical trades within one frame are numbered."""
+    text = f"{moment.isoformat()}|{price.normalize()}|{size.normalize()}|{side}|{occurrence}"
+    return "d" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+def _truthy(fn: Any, frame: Any) -> bool:
+    value, _ = evaluate_safely(fn, frame)
+    return value is not None and value is not False and value != "" and value != [] and value != {}

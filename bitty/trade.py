@@ -1,0 +1,70 @@
+"""The normalized trade row every exchange is mapped to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+COLUMNS = ("exchange", "symbol", "trade_id", "price", "size", "side", "time", "received_at")
+
+
+def iso(moment: datetime) -> str:
+    """ISO-8601 UTC with microseconds and a Z: ``2023-11-20T14:02:11.512367Z``."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(slots=True)
+class Trade:
+    exchange: str
+    symbol: str  # normalized BASE-QUOTE
+    trade_id: str
+    price: Decimal
+    size: Decimal
+    side: str  # taker side: buy | sell
+    time: datetime  # exchange time, UTC
+    received_at: datetime  # UTC
+
+    @property
+    def product_id(self) -> str:
+        """The original bitty name of ``symbol``."""
+        return self.symbol
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "trade_id": self.trade_id,
+            "price": self.price,
+            "size": self.size,
+            "side": self.side,
+            "time": self.time,
+            "received_at": self.received_at,
+        }
+
+    def as_json(self, received_at: bool = True) -> dict[str, str]:
+        """The row as JSON-ready text: decimals as strings, times as ISO-8601 UTC."""
+        out = {
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "trade_id": self.trade_id,
+            "price": format(self.price, "f"),
+            "size": format(self.size, "f"),
+            "side": self.side,
+            "time": iso(self.time),
+        }
+        if received_at:
+            out["received_at"] = iso(self.received_at)
+        return out
+
+
+@dataclass(slots=True)
+class Quarantined:
+    """A frame (or one record of it) that could not be turned into trades, with the reason."""
+
+    exchange: str
+    spec_version: int
+    reason: str
+    frame: str
+    received_at: datetime
