@@ -1,0 +1,160 @@
+"""The database: tables and batched, idempotent inserts through SQLAlchemy.
+
+Prices and sizes are exact: NUMERIC on PostgreSQL, decimal text on SQLite (whose NUMERIC is a
+float). Times are UTC. ``(exchange, symbol, trade_id)`` is unique and a repeated trade is
+ignored and counted, so replays and reconnects never store a trade twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+
+from bitty.errors import SinkError
+from bitty.trade import Quarantined, Trade
+
+UTC = timezone.utc
+
+
+class ExactDecimal(sa.types.TypeDecorator[Decimal]):
+    """NUMERIC where the database has an exact one; decimal text on SQLite."""
+
+    impl = sa.Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String())
+        return dialect.type_descriptor(sa.Numeric(asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(str(value)) if not isinstance(value, Decimal) else value
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+trades = sa.Table(
+    "trades", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("exchange", sa.String(64), nullable=False),
+    sa.Column("symbol", sa.String(64), nullable=False),
+    sa.Column("trade_id", sa.String(128), nullable=False),
+    sa.Column("price", ExactDecimal(), nullable=False),
+    sa.Column("size", ExactDecimal(), nullable=False),
+    sa.Column("side", sa.String(4), nullable=False),
+    sa.Column("time", UTCDateTime(), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("exchange", "symbol", "trade_id", name="trades_exchange_symbol_trade_id"),
+    sa.Index("trades_exchange_symbol_time", "exchange", "symbol", "time"),
+)
+
+quarantine = sa.Table(
+    "quarantine", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("exchange", sa.String(64), nullable=False),
+    sa.Column("spec_version", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("frame", sa.Text, nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+)
+
+TRADE_COLUMNS = ("exchange", "symbol", "trade_id", "price", "size", "side", "time", "received_at")
+
+
+class Store:
+    """A database holding trades; ``write`` inserts a batch and reports which rows were new."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise SinkError(f"cannot use database {url!r}: {exc}") from None
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise SinkError(f"database {self.dialect!r} is not supported: use sqlite:// or postgresql://")
+
+    def open(self) -> None:
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise SinkError(f"cannot open database {self.engine.url!r}: {_reason(exc)}") from None
+        if self.dialect == "sqlite":
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _insert(self) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(trades).on_conflict_do_nothing(
+                index_elements=["exchange", "symbol", "trade_id"])
+        return sqlite.insert(trades).on_conflict_do_nothing(index_elements=["exchange", "symbol", "trade_id"])
+
+    def write(self, batch: Sequence[Trade], quarantined: Sequence[Quarantined] = ()) -> list[Trade]:
+        """Insert trades (and quarantined frames) in one transaction; returns the trades that
+        were new, in order. A failure writes nothing, so the caller can retry the same batch."""
+        inserted: set[tuple[str, str, str]] = set()
+        with self.engine.begin() as conn:
+            if batch:
+                statement = self._insert().returning(trades.c.exchange, trades.c.symbol, trades.c.trade_id)
+                inserted = {tuple(r) for r in conn.execute(statement, [t.as_row() for t in batch])}  # type: ignore[misc]
+            if quarantined:
+                conn.execute(quarantine.insert(), [
+                    {"exchange": q.exchange, "spec_version": q.spec_version, "reason": q.reason,
+                     "frame": q.frame, "received_at": q.received_at}
+                    for q in quarantined
+                ])
+        out = []
+        for trade in batch:
+            key = (trade.exchange, trade.symbol, trade.trade_id)
+            if key in inserted:
+                inserted.discard(key)  # a trade repeated inside one batch is new only once
+                out.append(trade)
+        return out
+
+    def read_trades(self, exchange: str | None = None) -> list[Trade]:
+        query = sa.select(*(trades.c[c] for c in TRADE_COLUMNS)).order_by(trades.c.id)
+        if exchange:
+            query = query.where(trades.c.exchange == exchange)
+        with self.engine.connect() as conn:
+            return [Trade(*row) for row in conn.execute(query)]
+
+    def count(self, table: sa.Table = trades) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).strip().splitlines()[0]
