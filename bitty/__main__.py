@@ -1,0 +1,3 @@
+from bitty.cli import main
+
+raise SystemExit(main())

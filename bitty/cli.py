@@ -1,0 +1,200 @@
+"""The ``bitty`` command line. Exit codes: 0 ok, 1 expected errors, 130 Ctrl-C, 3 bugs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from bitty import paths
+from bitty.errors import BittyError, Problem, SpecError
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("LOG_LEVEL", "info").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _spec_paths(targets: Sequence[str], dirs: list[str]) -> list[Path]:
+    from bitty.spec import find_spec, spec_files
+
+    folders = paths.spec_dirs(dirs)
+    if not targets:
+        return list(spec_files(folders).values())
+    out: list[Path] = []
+    for target in targets:
+        path = Path(target)
+        if path.is_dir():
+            out += sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
+        elif path.suffix in (".yaml", ".yml"):
+            out.append(path)
+        else:
+            out.append(find_spec(target, folders))
+    return out
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bitty.spec import load_spec
+
+    problems: list[Problem] = []
+    files = _spec_paths(args.paths, args.exchanges_dir)
+    for file in files:
+        try:
+            load_spec(file)
+        except SpecError as exc:
+            problems += exc.problems
+    if args.format == "json":
+        print(orjson.dumps({"files": [str(f) for f in files], "errors": [p.as_dict() for p in problems]},
+                           option=orjson.OPT_INDENT_2).decode())
+    else:
+        for problem in problems:
+            print(problem)
+        bad = len({p.file for p in problems})
+        print(f"{len(files) - bad} of {len(files)} specs valid, {len(problems)} errors", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from bitty.collect import CollectOptions, run
+
+    symbols = [s for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    options = CollectOptions(
+        exchanges=args.exchanges, symbols=symbols, url=args.url, db=args.db, output=args.output,
+        duration=args.duration, max_trades=args.max_trades, exchanges_dirs=args.exchanges_dir,
+        progress_interval=args.progress_interval,
+    )
+    return run(options)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from bitty.conformance import check
+    from bitty.spec import load_spec
+
+    failed = 0
+    files = _spec_paths(args.targets, args.exchanges_dir)
+    for file in files:
+        try:
+            spec = load_spec(file)
+        except SpecError as exc:
+            print(f"FAIL {file}\n{exc}")
+            failed += 1
+            continue
+        result = asyncio.run(check(spec, update=args.update))
+        status = "ok  " if result.ok else "FAIL"
+        extra = " (golden rewritten)" if result.updated else ""
+        print(f"{status} {spec.name}: {len(result.rows)} trades{extra}")
+        for problem in result.problems:
+            print("     " + problem.replace("\n", "\n     "))
+        failed += not result.ok
+    print(f"{len(files) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bitty.demo import demo
+
+    return asyncio.run(demo(args.db, args.exchanges or None))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from bitty.replay import ReplayServer, load_session
+
+    async def serve() -> None:
+        server = ReplayServer(load_session(Path(args.file)), speed=args.speed, hold=True)
+        url = await server.start(port=args.port)
+        print(f"replaying {args.file} on {url} (Ctrl-C to stop)", file=sys.stderr)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.close()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from bitty.record import record
+
+    return asyncio.run(record(args.exchange, Path(args.out), args.symbols, args.url, args.duration,
+                              args.exchanges_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bitty", description="Collect live trades from exchanges over websockets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dirs_help = "an extra folder of exchange specs (repeatable); its specs override bundled ones of the same name"
+
+    p = sub.add_parser("validate", help="check exchange specs")
+    p.add_argument("paths", nargs="*", help="spec files, folders or exchange names (default: every spec)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("collect", help="collect trades into a database")
+    p.add_argument("exchanges", nargs="*", help="exchange names or spec files (default: every spec)")
+    p.add_argument("--symbols", help="comma-separated symbols, native or normalized (BTC-USD)")
+    p.add_argument("--url", help="websocket URL replacing the spec's (an origin alone keeps the spec's path)")
+    p.add_argument("--db", default=os.environ.get("BITTY_DB", "sqlite:///bitty.db"),
+                   help="SQLAlchemy database URL (default: sqlite:///bitty.db, or $BITTY_DB)")
+    p.add_argument("--output", help="also write stored trades as JSON lines: jsonl:PATH or - for stdout")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--max-trades", type=int, help="stop after this many trades received")
+    p.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress lines")
+    p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("test", help="replay a spec's fixtures and compare with its golden rows")
+    p.add_argument("targets", nargs="*", help="exchange names or spec files (default: every spec)")
+    p.add_argument("--update", action="store_true", help="rewrite the golden rows from the replay")
+    p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("demo", help="run the whole pipeline offline on bundled recordings")
+    p.add_argument("exchanges", nargs="*", help="exchanges to replay (default: coinbase, binance, kraken, bitstamp)")
+    p.add_argument("--db", default="sqlite:///bitty-demo.db", help="database URL (default: sqlite:///bitty-demo.db)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("replay", help="serve a recorded session as a local websocket exchange")
+    p.add_argument("file", help="session file (JSON lines, see `bitty record`)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--speed", type=float, help="replay at recorded pace times this factor (default: as fast as possible)")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("record", help="record raw frames of a live connection to a session file")
+    p.add_argument("exchange")
+    p.add_argument("--out", required=True, help="session file to write")
+    p.add_argument("--symbols", help="comma-separated symbols")
+    p.add_argument("--url", help="websocket URL replacing the spec's")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds to record (default 60)")
+    p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
+    p.set_defaults(func=cmd_record)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    try:
+        return int(args.func(args))
+    except BittyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # noqa: BLE001 - a bug: show it and exit 3
+        traceback.print_exc()
+        return 3

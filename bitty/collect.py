@@ -1,0 +1,239 @@
+"""``bitty collect``: run the collectors of one or more exchanges into a database.
+
+Also runnable as ``LOG_LEVEL=info python -m bitty.collect [args]``, as the original bitty was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from bitty import paths
+from bitty.consumer import BaseConsumer
+from bitty.errors import BittyError
+from bitty.spec import Spec, find_spec, load_spec
+from bitty.store import Store
+from bitty.symbols import resolve
+from bitty.trade import Trade
+from bitty.writer import Writer
+
+logger = logging.getLogger("bitty.collect")
+
+DEFAULT_DB = "sqlite:///bitty.db"
+
+
+@dataclass
+class CollectOptions:
+    exchanges: list[str] = field(default_factory=list)
+    symbols: list[str] | None = None
+    url: str | None = None
+    urls: dict[str, str] = field(default_factory=dict)  # per exchange, beats ``url``
+    db: str = DEFAULT_DB
+    output: str | None = None
+    duration: float | None = None
+    max_trades: int | None = None
+    exchanges_dirs: list[str] = field(default_factory=list)
+    progress_interval: float = 10.0
+    reconnect: bool = True
+    backoff_initial: float = 1.0
+
+
+@dataclass
+class CollectResult:
+    received: int
+    stored: int
+    duplicates: int
+    quarantined: int
+    reconnects: int
+    failures: list[str]
+    per_exchange: dict[str, dict[str, int]]
+
+
+def load_specs(names: Sequence[str], dirs: list[str]) -> list[Spec]:
+    from bitty.spec import spec_files
+
+    folders = paths.spec_dirs(dirs)
+    if not names:
+        names = sorted(spec_files(folders))
+    return [load_spec(find_spec(name, folders)) for name in names]
+
+
+def plan(specs: list[Spec], symbols: list[str] | None) -> list[tuple[Spec, list[str]]]:
+    """(spec, symbols of one connection) for every connection to open."""
+    out = []
+    for spec in specs:
+        chosen = resolve(spec.symbols, symbols) if symbols else list(spec.default_symbols)
+        size = spec.max_symbols or len(chosen) or 1
+        for i in range(0, len(chosen), size):
+            out.append((spec, chosen[i:i + size]))
+    return out
+
+
+class JsonLines:
+    """``--output jsonl:PATH`` (or ``-`` for stdout): one JSON object per stored trade."""
+
+    def __init__(self, target: str) -> None:
+        self._own = target != "-"
+        self._file: IO[bytes] = open(target, "ab") if self._own else sys.stdout.buffer  # noqa: SIM115
+
+    def write(self, trades: list[Trade]) -> None:
+        self._file.write(b"".join(orjson.dumps(t.as_json()) + b"\n" for t in trades))
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._own:
+            self._file.close()
+
+
+def parse_output(value: str | None) -> JsonLines | None:
+    if value is None:
+        return None
+    if value == "-":
+        return JsonLines("-")
+    if not value.startswith("jsonl:") or value == "jsonl:":
+        raise BittyError(f"--output {value!r}: expected jsonl:PATH or -")
+    return JsonLines(value[len("jsonl:"):])
+
+
+async def collect(options: CollectOptions, stop: asyncio.Event | None = None) -> CollectResult:
+    """Collect until ``stop`` is set, the duration passes, max_trades arrive, or every stream ends."""
+    specs = load_specs(options.exchanges, options.exchanges_dirs)
+    connections = plan(specs, options.symbols)
+    output = parse_output(options.output)
+    store = Store(options.db)
+    await asyncio.to_thread(store.open)
+    writer = Writer(store, on_stored=output.write if output else None)
+    writer.start()
+    stop = stop or asyncio.Event()
+    consumers: list[BaseConsumer] = []
+    for spec, symbols in connections:
+        url = options.urls.get(spec.name, options.url)
+        consumer = BaseConsumer(symbols, url=url, spec=spec, reconnect=options.reconnect,
+                                backoff_initial=options.backoff_initial)
+        consumer.on_trade(writer.put)
+        consumer.on_quarantine(writer.quarantine)
+        consumers.append(consumer)
+        logger.info("%s: %d symbols on one connection: %s", spec.name, len(symbols), ", ".join(symbols))
+    if options.max_trades is not None:
+        limit = options.max_trades
+
+        def count(_trade: Trade) -> None:
+            if writer.stats.received >= limit:
+                stop.set()
+
+        for consumer in consumers:
+            consumer.on_trade(count)
+
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(c.run()) for c in consumers]
+    all_done = loop.create_task(asyncio.wait(tasks))
+    progress = loop.create_task(_progress(consumers, writer, options.progress_interval))
+    waiters = [all_done, loop.create_task(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=options.duration, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for consumer in consumers:
+            await consumer.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in (progress, *waiters):
+            task.cancel()
+        await writer.close()
+        store.close()
+        if output:
+            output.close()
+    _log_progress(consumers, writer, None)
+    failures = [f"{c.consumer_id}: {c.failed}" for c in consumers if c.failed]
+    return CollectResult(
+        received=writer.stats.received,
+        stored=writer.stats.stored,
+        duplicates=writer.stats.duplicates,
+        quarantined=writer.stats.quarantined,
+        reconnects=sum(c.stats.reconnects for c in consumers),
+        failures=failures,
+        per_exchange={name: vars(s).copy() for name, s in writer.per_exchange.items()},
+    )
+
+
+async def _progress(consumers: list[BaseConsumer], writer: Writer, interval: float) -> None:
+    last: dict[str, tuple[float, int]] = {}
+    while True:
+        await asyncio.sleep(interval)
+        last = _log_progress(consumers, writer, last)
+
+
+def _log_progress(consumers: list[BaseConsumer], writer: Writer,
+                  last: dict[str, tuple[float, int]] | None) -> dict[str, tuple[float, int]]:
+    now = time.monotonic()
+    out: dict[str, tuple[float, int]] = {}
+    names = sorted({c.exchange_name for c in consumers})
+    for name in names:
+        mine = [c for c in consumers if c.exchange_name == name]
+        stats = writer.per_exchange.get(name)
+        received = stats.received if stats else 0
+        before = (last or {}).get(name)
+        rate = (received - before[1]) / (now - before[0]) if before and now > before[0] else 0.0
+        out[name] = (now, received)
+        connected = sum(1 for c in mine if c.is_connected())
+        logger.info(
+            "%s: %d trades received (%.1f/s), %d stored, %d duplicates, %d quarantined, "
+            "%d/%d connected, %d reconnects%s",
+            name, received, rate, stats.stored if stats else 0, stats.duplicates if stats else 0,
+            sum(c.stats.quarantined for c in mine), connected, len(mine),
+            sum(c.stats.reconnects for c in mine),
+            "" if last is not None else " (final)",
+        )
+    return out
+
+
+def run(options: CollectOptions) -> int:
+    """Run ``collect`` until done. SIGTERM and Ctrl-C stop it cleanly, flushing everything
+    received (exit 0 and 130); a second signal aborts the flush."""
+    signals: list[int] = []
+
+    async def main() -> CollectResult:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        task = loop.create_task(collect(options, stop))
+
+        def on_signal(signum: int) -> None:
+            signals.append(signum)
+            if len(signals) == 1:
+                logger.warning("received %s: flushing and stopping", signal.Signals(signum).name)
+                stop.set()
+            else:
+                task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        return await task
+
+    result = asyncio.run(main())
+    print(
+        f"collected {result.received} trades: {result.stored} stored, {result.duplicates} duplicates, "
+        f"{result.quarantined} quarantined, {result.reconnects} reconnects",
+        file=sys.stderr,
+    )
+    for failure in result.failures:
+        print(f"error: {failure}", file=sys.stderr)
+    if result.failures:
+        return 1
+    return 130 if signals and signals[0] == signal.SIGINT else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bitty.cli import main as cli_main
+
+    return cli_main(["collect", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
