@@ -195,6 +195,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except Exception:  # noqa: BLE001 - a bug: show it and exit 3
+    except Exception:
         traceback.print_exc()
         return 3

@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO
 
 import orjson
@@ -37,6 +36,7 @@ class CollectOptions:
     symbols: list[str] | None = None
     url: str | None = None
     urls: dict[str, str] = field(default_factory=dict)  # per exchange, beats ``url``
+    bootstrap_urls: dict[str, str] = field(default_factory=dict)  # per exchange
     db: str = DEFAULT_DB
     output: str | None = None
     duration: float | None = None
@@ -118,7 +118,8 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     for spec, symbols in connections:
         url = options.urls.get(spec.name, options.url)
         consumer = BaseConsumer(symbols, url=url, spec=spec, reconnect=options.reconnect,
-                                backoff_initial=options.backoff_initial)
+                                backoff_initial=options.backoff_initial,
+                                bootstrap_url=options.bootstrap_urls.get(spec.name))
         consumer.on_trade(writer.put)
         consumer.on_quarantine(writer.quarantine)
         consumers.append(consumer)

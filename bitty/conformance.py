@@ -2,7 +2,8 @@
 
 Fixtures live in ``<spec folder>/fixtures/<name>/``: ``session.jsonl`` (what the exchange sends
 and what the client must send, see ``bitty.replay``), ``golden.jsonl`` (the expected rows),
-optionally ``errors.jsonl`` (exchange error frames the spec must recognize).
+optionally ``errors.jsonl`` (exchange error frames the spec must recognize) and
+``bootstrap.json`` (the response served to the spec's bootstrap request).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import difflib
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,19 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 async def replay_rows(spec: Spec, session: Path, db_url: str | None = None) -> tuple[list[dict[str, Any]], ReplayServer, int]:
     """Serve ``session`` locally, collect from it with the real engine, and return the stored rows."""
     server = ReplayServer(load_session(session))
+    bootstrap = session.parent / "bootstrap.json"
+    bootstrap_urls = {}
+    if bootstrap.exists():
+        server.http["/bootstrap"] = bootstrap.read_bytes()
     url = await server.start()
+    if bootstrap.exists():
+        bootstrap_urls[spec.name] = url.replace("ws://", "http://") + "/bootstrap"
     with tempfile.TemporaryDirectory(prefix="bitty-test-") as tmp:
         db = db_url or f"sqlite:///{tmp}/test.db"
         try:
             result = await collect(CollectOptions(
-                exchanges=[str(spec.path)], urls={spec.name: url}, db=db, reconnect=False,
+                exchanges=[str(spec.path)], urls={spec.name: url}, bootstrap_urls=bootstrap_urls,
+                db=db, reconnect=False,
                 progress_interval=3600,
             ))
         finally:
@@ -104,7 +112,7 @@ def check_errors(spec: Spec, path: Path) -> list[str]:
     """Every frame in errors.jsonl must be recognized as an exchange error."""
     mapper = Mapper(spec)
     problems = []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for number, event in enumerate(read_jsonl(path), 1):
         frame = event.get("recv", event.get("recv_text"))
         text = frame if isinstance(frame, str) else orjson.dumps(frame).decode()

@@ -8,13 +8,14 @@ by the pure ``Mapper``; this module only does I/O and timing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,7 +33,7 @@ from bitty.trade import Quarantined, Trade
 from bitty.watchdog import Liveness
 
 logger = logging.getLogger(__name__)
-UTC = timezone.utc
+UTC = UTC
 
 # Connections that lived this long and received frames reset the backoff.
 HEALTHY_AFTER = 30.0
@@ -48,6 +49,14 @@ class Stats:
     connects: int = 0
     reconnects: int = 0
     last_error: str = ""
+
+
+class ServerClosed(ConnectError):
+    """The server closed the connection."""
+
+    def __init__(self, code: int | None) -> None:
+        self.code = code
+        super().__init__(f"server closed the connection (code {code})")
 
 
 class _Restart(Exception):
@@ -67,7 +76,7 @@ class BaseConsumer:
 
     def __init__(self, product_ids: list[str], url: str | None = None, loop: Any = None, *,
                  spec: Spec | None = None, reconnect: bool = True, backoff_initial: float = 1.0,
-                 backoff_cap: float = 60.0) -> None:
+                 backoff_cap: float = 60.0, bootstrap_url: str | None = None) -> None:
         self.product_ids = list(product_ids)
         self.loop = loop
         self.spec = spec
@@ -75,6 +84,7 @@ class BaseConsumer:
         self.backoff_initial = backoff_initial
         self.backoff_cap = backoff_cap
         self._url_override = url
+        self._bootstrap_url = bootstrap_url
         if spec is not None:
             self.exchange_name = self.exchange_name or spec.name
             self.enable_heartbeat = spec.heartbeat is not None
@@ -194,7 +204,8 @@ class BaseConsumer:
 
     def _variables(self, **extra: Any) -> dict[str, Any]:
         self._request_id += 1
-        variables = {"id": self._request_id, "now_ms": int(time.time() * 1000),
+        now = time.time()
+        variables = {"id": self._request_id, "now_ms": int(now * 1000), "now_s": int(now),
                      "connect_id": self._connect_id, "bootstrap": self._bootstrap}
         variables.update(extra)
         return variables
@@ -252,11 +263,13 @@ class BaseConsumer:
                     logger.error("%s : stopped: %s", self.consumer_id, exc)
                     break
                 except aiohttp.WSServerHandshakeError as exc:
-                    wait = retry_after((exc.headers or {}).get("Retry-After")) if exc.headers else None
+                    wait = retry_after(exc.headers.get("Retry-After")) if exc.headers else None
                     self._note(f"handshake refused: HTTP {exc.status} {exc.message}")
                 except _Restart as exc:
                     self._note(f"restarting: {exc}")
-                except (aiohttp.ClientError, ConnectError, OSError, asyncio.TimeoutError, FrameTooLarge) as exc:
+                except ServerClosed as exc:
+                    self._note(str(exc), logging.INFO if exc.code in (1000, 1001) else logging.WARNING)
+                except (TimeoutError, aiohttp.ClientError, ConnectError, OSError, FrameTooLarge) as exc:
                     self._note(f"connection failed: {type(exc).__name__}: {exc}")
                 if self.terminated or not self.reconnect_enabled:
                     break
@@ -267,16 +280,14 @@ class BaseConsumer:
                     delay = max(delay, wait)
                 self.stats.reconnects += 1
                 logger.info("%s : reconnecting in %.2fs", self.consumer_id, delay)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-                except asyncio.TimeoutError:
-                    pass
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _note(self, reason: str) -> None:
+    def _note(self, reason: str, level: int = logging.WARNING) -> None:
         self.stats.last_error = reason
-        logger.warning("%s : %s", self.consumer_id, reason)
+        logger.log(level, "%s : %s", self.consumer_id, reason)
 
     async def stop(self) -> None:
         """Stop consuming; ``run()`` returns once the connection is closed."""
@@ -301,7 +312,7 @@ class BaseConsumer:
         headers = dict(self.spec.headers) if self.spec else {}
         logger.info("%s : connecting to %s", self.consumer_id, url)
         async with session.ws_connect(url, max_msg_size=max_size, headers=headers, autoping=True,
-                                      timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws:
+                                      timeout=aiohttp.ClientWSTimeout(ws_close=2)) as ws:
             self.ws = ws
             self.stats.connects += 1
             self._emit_raw("open", url)
@@ -324,12 +335,13 @@ class BaseConsumer:
         if self._restart_reason:
             raise _Restart(self._restart_reason)
         if not self.terminated:
-            raise ConnectError(f"server closed the connection (code {ws.close_code})")
+            raise ServerClosed(ws.close_code)
 
     async def _run_bootstrap(self, session: aiohttp.ClientSession) -> None:
         assert self.spec is not None and self.spec.bootstrap is not None
         boot = self.spec.bootstrap
-        url = str(boot.url.render({"connect_id": self._connect_id, "now_ms": int(time.time() * 1000)}))
+        url = self._bootstrap_url or str(boot.url.render({"connect_id": self._connect_id,
+                                                          "now_ms": int(time.time() * 1000)}))
         async with session.request(boot.method, url, timeout=aiohttp.ClientTimeout(total=15)) as response:
             if response.status >= 400:
                 raise ConnectError(f"bootstrap {boot.method} {url}: HTTP {response.status}")
@@ -349,6 +361,7 @@ class BaseConsumer:
             heartbeat_timeout=self.heartbeat_timeout if self.enable_heartbeat else None,
             trade_timeout=self.trade_timeout if has_trade_ids else None,
             per_symbol_heartbeat=per_symbol,
+            trades_count=bool(self.spec and self.spec.heartbeat and self.spec.heartbeat.trades_count),
         )
 
     async def _send(self, ws: aiohttp.ClientWebSocketResponse, payload: Any) -> None:
@@ -400,7 +413,7 @@ class BaseConsumer:
         while True:
             try:
                 msg = await ws.receive(timeout=self.idle_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._restart_reason = f"no frame for {self.idle_timeout:g}s"
                 return
             if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
@@ -461,12 +474,23 @@ class BaseConsumer:
             return [self.spec.pong.reply.render(self._variables(frame=frame))]
         elif kind == "error":
             self._exchange_error(outcome)
+        elif kind == "reconnect":
+            self._restart_reason = f"the exchange announced a disconnect: {outcome.message}"
+            self._close_soon()
         elif kind == "unknown":
             self._quarantine(data, outcome.message)
         elif kind in ("ignore", "channel"):
             logger.log(logging.getLevelName(outcome.log.upper()) if kind == "ignore" else logging.DEBUG,
                        "%s : %s frame: %s", self.consumer_id, outcome.name, _short(data))
         return None
+
+    def _close_soon(self) -> None:
+        """Close the connection from synchronous frame handling; ``run`` then reconnects."""
+        ws = self.ws
+        if ws is not None and not ws.closed:
+            task = asyncio.get_running_loop().create_task(ws.close())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _dispatch_trades(self, outcome: Outcome, data: str | bytes) -> None:
         liveness = self._liveness
@@ -500,7 +524,7 @@ class BaseConsumer:
     def _on_legacy_frame(self, data: str | bytes) -> None:
         try:
             messages = self.process_message(data)
-        except Exception:  # noqa: BLE001 - a bad frame must never stop the stream
+        except Exception:
             logger.exception("%s : process_message failed", self.consumer_id)
             self._quarantine(data, "process_message raised")
             return

@@ -31,7 +31,7 @@ class ExpressionError(ValueError):
 class Expr:
     """A compiled expression: ``expr(data)`` evaluates it."""
 
-    __slots__ = ("source", "_parsed", "fn")
+    __slots__ = ("_parsed", "fn", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -59,7 +59,7 @@ class Expr:
 
     @property
     def ast(self) -> dict[str, Any]:
-        return self._parsed.parsed  # type: ignore[no-any-return]
+        return self._parsed.parsed
 
 
 def compile_expression(source: str) -> Expr:

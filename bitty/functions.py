@@ -8,14 +8,14 @@ is so wrong that the expression itself is at fault.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
 import jmespath.functions
 
-UTC = timezone.utc
+UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ISO_FRACTION = re.compile(r"(\.\d{1,6})\d*")
 

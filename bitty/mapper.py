@@ -32,7 +32,8 @@ class FrameTooLarge(ValueError):
 
 @dataclass
 class Outcome:
-    """What one frame meant. ``kind`` is trade, heartbeat, pong, error, channel, ignore or unknown."""
+    """What one frame meant. ``kind`` is trade, heartbeat, pong, error, reconnect, channel, ignore
+    or unknown."""
 
     kind: str
     trades: list[Trade] = field(default_factory=list)
@@ -60,7 +61,10 @@ def decompress(data: bytes, method: str, limit: int) -> bytes:
     else:
         wbits = 16 + zlib.MAX_WBITS if method == "gzip" else -zlib.MAX_WBITS
     inflater = zlib.decompressobj(wbits)
-    out = inflater.decompress(data, limit + 1)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise ValueError(f"binary frame does not decompress ({method}): {exc}") from None
     if len(out) > limit or inflater.unconsumed_tail:
         raise FrameTooLarge(f"frame decompresses to more than {limit} bytes")
     return out
@@ -139,14 +143,14 @@ class Mapper:
                 return self._trades(kind, frame, received_at, channels)
             if kind.type == "ignore":
                 return Outcome("ignore", name=kind.name, log=kind.log)
-            if kind.type == "error":
+            if kind.type in ("error", "reconnect"):
                 text = None
                 if kind.message is not None:
                     text, _ = evaluate_safely(kind.message.fn, frame)
                 message = to_text(text) if text is not None else None
                 if message is None:
                     message = orjson.dumps(frame).decode() if not isinstance(frame, str) else frame
-                return Outcome("error", name=kind.name, message=message, fatal=kind.fatal)
+                return Outcome(kind.type, name=kind.name, message=message, fatal=kind.fatal)
             if kind.type == "channel":
                 channel, _ = evaluate_safely(kind.channel.fn, frame)  # type: ignore[union-attr]
                 native, _ = evaluate_safely(kind.symbol.fn, frame)  # type: ignore[union-attr]
@@ -201,7 +205,7 @@ class Mapper:
             for name, fn in fields.items():
                 try:
                     values[name] = fn(context)
-                except Exception as exc:  # noqa: BLE001 - a bad frame must never stop the stream
+                except Exception as exc:
                     problem = f"{name}: {type(exc).__name__}: {exc}"
                     break
             if problem is None:

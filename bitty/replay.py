@@ -87,7 +87,7 @@ def matches(expected: Any, actual: Any) -> bool:
     if isinstance(expected, dict) and isinstance(actual, dict):
         return expected.keys() == actual.keys() and all(matches(v, actual[k]) for k, v in expected.items())
     if isinstance(expected, list) and isinstance(actual, list):
-        return len(expected) == len(actual) and all(matches(e, a) for e, a in zip(expected, actual))
+        return len(expected) == len(actual) and all(matches(e, a) for e, a in zip(expected, actual, strict=True))
     return bool(expected == actual)
 
 
@@ -104,10 +104,13 @@ class ReplayServer:
     paths: list[str] = field(default_factory=list)
     connections: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Plain HTTP answers by path (a bootstrap call, a REST endpoint): path -> JSON body bytes.
+    http: dict[str, bytes] = field(default_factory=dict)
+    http_requests: list[str] = field(default_factory=list)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
-        app.router.add_get("/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -121,6 +124,12 @@ class ReplayServer:
         await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            self.http_requests.append(f"{request.method} {request.path_qs}")
+            body = self.http.get(request.path)
+            if body is None:
+                return web.Response(status=404, text=f"no fixture for {request.path}")
+            return web.Response(body=body, content_type="application/json")
         ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
         await ws.prepare(request)
         self.connections += 1
@@ -158,7 +167,7 @@ class ReplayServer:
     async def _expect(self, ws: web.WebSocketResponse, event: Event) -> None:
         try:
             msg = await ws.receive(timeout=self.expect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.mismatches.append(f"expected the client to send {_show(event.expected)}, got nothing "
                                    f"in {self.expect_timeout:g}s")
             return

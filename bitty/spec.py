@@ -24,13 +24,13 @@ from bitty.symbols import SymbolRules
 from bitty.template import Template
 
 TRADE_FIELDS = ("symbol", "trade_id", "price", "size", "side", "time")
-CONNECTION_VARS = {"symbols", "id", "now_ms", "connect_id", "bootstrap"}
+CONNECTION_VARS = {"symbols", "id", "now_ms", "now_s", "connect_id", "bootstrap"}
 
 
 @dataclass(frozen=True)
 class MessageKind:
     name: str
-    type: str  # trade | ignore | error | channel
+    type: str  # trade | ignore | error | channel | reconnect
     match: Expr
     records: Expr | None = None
     channel: Expr | None = None
@@ -56,6 +56,7 @@ class Heartbeat:
     symbol: Expr | None = None
     channel: Expr | None = None
     last_trade_id: Expr | None = None
+    trades_count: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ _validator: jsonschema.protocols.Validator | None = None
 
 
 def schema() -> dict[str, Any]:
-    return validator().schema  # type: ignore[no-any-return]
+    return validator().schema
 
 
 def validator() -> jsonschema.protocols.Validator:
@@ -266,9 +267,11 @@ def _explain(error: jsonschema.ValidationError, data: Any) -> Iterator[tuple[lis
 class _Builder:
     """Compiles the raw (schema-valid) mapping, recording every semantic problem."""
 
-    def __init__(self, raw: dict[str, Any], report: _Report) -> None:
+    def __init__(self, raw: dict[str, Any], report: _Report, shape_ok: bool = True) -> None:
         self.raw = raw
         self.report = report
+        # Cross-field checks on a spec whose shape is wrong would only echo the shape errors.
+        self.shape_ok = shape_ok
 
     def expr(self, path: list[Any], source: str | None) -> Expr | None:
         if source is None:
@@ -319,13 +322,14 @@ class _Builder:
         messages = self.messages(raw["messages"])
         keepalive = None
         if "keepalive" in raw:
-            message = self.template(["keepalive", "message"], raw["keepalive"]["message"], {"id", "now_ms", "connect_id"})
+            message = self.template(["keepalive", "message"], raw["keepalive"]["message"],
+                                    {"id", "now_ms", "now_s", "connect_id"})
             if message is not None:
                 keepalive = Keepalive(float(raw["keepalive"]["interval"]), message)
         pong = None
         if "pong" in raw:
             match = self.expr(["pong", "match"], raw["pong"]["match"])
-            reply = self.template(["pong", "reply"], raw["pong"]["reply"], {"frame", "id", "now_ms", "connect_id"})
+            reply = self.template(["pong", "reply"], raw["pong"]["reply"], {"frame", "id", "now_ms", "now_s", "connect_id"})
             if match is not None and reply is not None:
                 pong = Pong(match, reply)
         bootstrap = None
@@ -339,7 +343,8 @@ class _Builder:
         connection = raw.get("connection", {})
         trade_timeout = raw.get("trade_timeout")
         idle_timeout = float(raw.get("idle_timeout", 60))
-        self.check_timeouts(raw.get("heartbeat"), trade_timeout, idle_timeout, keepalive)
+        if self.shape_ok:
+            self.check_timeouts(raw.get("heartbeat"), trade_timeout, idle_timeout, keepalive)
         hooks = raw.get("hooks")
         if hooks:
             self.check_hooks(hooks)
@@ -417,6 +422,7 @@ class _Builder:
             symbol=self.expr(p + ["symbol"], raw.get("symbol")),
             channel=self.expr(p + ["channel"], raw.get("channel")),
             last_trade_id=self.expr(p + ["last_trade_id"], raw.get("last_trade_id")),
+            trades_count=bool(raw.get("trades_count", False)),
         )
         return heartbeat if match is not None else None
 
@@ -437,7 +443,8 @@ class _Builder:
                         if e is not None:
                             fields.append((field_name, e))
                 if "symbol" not in m["fields"] and "channel" not in m:
-                    self.report.add(p + ["fields"], "a trade kind needs fields.symbol, or a channel resolved through a `channel` kind")
+                    self.report.add(p + ["fields"],
+                                    "a trade kind needs fields.symbol, or a channel resolved through a `channel` kind")
                 kind_obj = MessageKind(name, kind, match,  # type: ignore[arg-type]
                                        records=self.expr(p + ["records"], m.get("records")),
                                        channel=self.expr(p + ["channel"], m.get("channel")),
@@ -446,6 +453,9 @@ class _Builder:
                 kind_obj = MessageKind(name, kind, match,  # type: ignore[arg-type]
                                        message=self.expr(p + ["message"], m.get("message")),
                                        fatal=bool(m.get("fatal", False)))
+            elif kind == "reconnect":
+                kind_obj = MessageKind(name, kind, match,  # type: ignore[arg-type]
+                                       message=self.expr(p + ["message"], m.get("message")))
             elif kind == "channel":
                 has_channel = True
                 kind_obj = MessageKind(name, kind, match,  # type: ignore[arg-type]
@@ -454,17 +464,19 @@ class _Builder:
             else:
                 kind_obj = MessageKind(name, kind, match, log=m.get("log", "debug"))  # type: ignore[arg-type]
             out.append(kind_obj)
-        if not has_trade:
+        if not has_trade and self.shape_ok:
             self.report.add(["messages"], "no message kind of type 'trade': the spec would never store a trade")
         uses_channel = any(k.channel is not None for k in out if k.type == "trade")
         if uses_channel and not has_channel:
-            self.report.add(["messages"], "a trade kind reads a channel, but no kind of type 'channel' assigns channels to symbols")
+            self.report.add(["messages"],
+                            "a trade kind reads a channel, but no kind of type 'channel' assigns channels to symbols")
         return tuple(out)
 
     def check_timeouts(self, heartbeat: dict[str, Any] | None, trade_timeout: float | None,
                        idle_timeout: float, keepalive: Keepalive | None) -> None:
         if heartbeat is not None and heartbeat["timeout"] >= idle_timeout * 10:
-            self.report.add(["heartbeat", "timeout"], f"heartbeat timeout {heartbeat['timeout']}s is far above idle_timeout {idle_timeout}s")
+            self.report.add(["heartbeat", "timeout"],
+                            f"heartbeat timeout {heartbeat['timeout']}s is far above idle_timeout {idle_timeout}s")
         if trade_timeout is not None:
             if heartbeat is None or "last_trade_id" not in heartbeat:
                 self.report.add(["trade_timeout"],
@@ -472,9 +484,11 @@ class _Builder:
                                 "from a dead feed and would be restarted")
             elif trade_timeout <= heartbeat["timeout"]:
                 self.report.add(["trade_timeout"],
-                                f"trade_timeout ({trade_timeout}s) must be longer than heartbeat.timeout ({heartbeat['timeout']}s)")
+                                f"trade_timeout ({trade_timeout}s) must be longer than "
+                                f"heartbeat.timeout ({heartbeat['timeout']}s)")
         if keepalive is not None and keepalive.interval >= idle_timeout * 4:
-            self.report.add(["keepalive", "interval"], f"keepalive interval {keepalive.interval}s is far above idle_timeout {idle_timeout}s")
+            self.report.add(["keepalive", "interval"],
+                            f"keepalive interval {keepalive.interval}s is far above idle_timeout {idle_timeout}s")
 
     def check_hooks(self, dotted: str) -> None:
         from bitty.hooks import Hooks
@@ -482,7 +496,7 @@ class _Builder:
         module_name, _, class_name = dotted.rpartition(".")
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:  # noqa: BLE001 - any import failure is the spec author's to fix
+        except Exception as exc:
             self.report.add(["hooks"], f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
             return
         cls = getattr(module, class_name, None)
@@ -521,14 +535,14 @@ def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
     _schema_problems(data, report)
     shape_ok = not report.problems
     try:
-        spec = _Builder(data, report).build(path)
+        spec = _Builder(data, report, shape_ok).build(path)
     except (KeyError, TypeError, AttributeError, ValueError):
         # The shape is wrong (already reported above); semantic checks went as far as they could.
         if shape_ok:
             raise
         spec = None
     if report.problems or spec is None:
-        raise SpecError(report.problems)
+        raise SpecError(sorted(report.problems, key=lambda p: (p.line, p.column)))
     return spec
 
 

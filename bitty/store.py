@@ -8,7 +8,7 @@ ignored and counted, so replays and reconnects never store a trade twice.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy.engine import Dialect
 from bitty.errors import SinkError
 from bitty.trade import Quarantined, Trade
 
-UTC = timezone.utc
+UTC = UTC
 
 
 class ExactDecimal(sa.types.TypeDecorator[Decimal]):
@@ -128,7 +128,7 @@ class Store:
         with self.engine.begin() as conn:
             if batch:
                 statement = self._insert().returning(trades.c.exchange, trades.c.symbol, trades.c.trade_id)
-                inserted = {tuple(r) for r in conn.execute(statement, [t.as_row() for t in batch])}  # type: ignore[misc]
+                inserted = {tuple(r) for r in conn.execute(statement, [t.as_row() for t in batch])}
             if quarantined:
                 conn.execute(quarantine.insert(), [
                     {"exchange": q.exchange, "spec_version": q.spec_version, "reason": q.reason,

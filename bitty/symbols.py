@@ -10,30 +10,30 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 from bitty.errors import SymbolError
 
 NORMALIZED = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+(-[A-Z0-9]+)?$")
 
 
-@dataclass(frozen=True)
 class SymbolRules:
-    native_format: str
-    case: str = "upper"
-    aliases: Mapping[str, str] = field(default_factory=dict)
-    quotes: tuple[str, ...] = ()
-    suffix: str | None = None
-    explicit: Mapping[str, str] = field(default_factory=dict)
+    """How one exchange writes symbols natively; converts both ways, with a cache."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_pattern", self._build_pattern())
-        object.__setattr__(self, "_cache", {})
-        reverse_alias: dict[str, str] = {}
+    def __init__(self, native_format: str, case: str = "upper", aliases: Mapping[str, str] | None = None,
+                 quotes: tuple[str, ...] = (), suffix: str | None = None,
+                 explicit: Mapping[str, str] | None = None) -> None:
+        self.native_format = native_format
+        self.case = case
+        self.aliases = dict(aliases or {})
+        self.quotes = quotes
+        self.suffix = suffix
+        self.explicit = dict(explicit or {})
+        self._pattern = self._build_pattern()
+        self._cache: dict[str, str | None] = {}
+        self._reverse_alias: dict[str, str] = {}
         for native, normalized in self.aliases.items():
-            reverse_alias.setdefault(normalized, native)
-        object.__setattr__(self, "_reverse_alias", reverse_alias)
-        object.__setattr__(self, "_reverse_explicit", {v: k for k, v in self.explicit.items()})
+            self._reverse_alias.setdefault(normalized, native)
+        self._reverse_explicit = {v: k for k, v in self.explicit.items()}
 
     def _build_pattern(self) -> re.Pattern[str]:
         out = []
@@ -61,14 +61,14 @@ class SymbolRules:
 
     def to_native(self, normalized: str) -> str:
         """Native symbol of a normalized one; a symbol that is not normalized is taken as native."""
-        if normalized in self._reverse_explicit:  # type: ignore[attr-defined]
-            return self._reverse_explicit[normalized]  # type: ignore[attr-defined,no-any-return]
+        if normalized in self._reverse_explicit:
+            return self._reverse_explicit[normalized]
         if not NORMALIZED.match(normalized):
             return normalized
         parts = normalized.split("-")
         base, quote = parts[0], parts[1]
         suffix = parts[2] if len(parts) > 2 else ""
-        alias = self._reverse_alias  # type: ignore[attr-defined]
+        alias = self._reverse_alias
         text = (
             self.native_format.replace("{base}", alias.get(base, base))
             .replace("{quote}", alias.get(quote, quote))
@@ -78,10 +78,10 @@ class SymbolRules:
 
     def to_normalized(self, native: str) -> str | None:
         """Normalized symbol of a native one, or None when the rules cannot read it."""
-        cache = self._cache  # type: ignore[attr-defined]
+        cache = self._cache
         found = cache.get(native)
         if found is not None or native in cache:
-            return found  # type: ignore[no-any-return]
+            return found
         result = self._normalize(native)
         if len(cache) < 100_000:
             cache[native] = result
@@ -92,7 +92,7 @@ class SymbolRules:
             return self.explicit[native]
         if not isinstance(native, str):
             return None
-        found = self._pattern.match(native)  # type: ignore[attr-defined]
+        found = self._pattern.match(native)
         if found is None:
             return None
         base = found.group("base").upper()

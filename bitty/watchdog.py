@@ -30,8 +30,9 @@ class SymbolState:
 
 class Liveness:
     def __init__(self, symbols: list[str], now: float, heartbeat_timeout: float | None,
-                 trade_timeout: float | None, per_symbol_heartbeat: bool) -> None:
+                 trade_timeout: float | None, per_symbol_heartbeat: bool, trades_count: bool = False) -> None:
         self.heartbeat_timeout = heartbeat_timeout
+        self.trades_count = trades_count  # trades prove liveness (heartbeats only on quiet channels)
         self.trade_timeout = trade_timeout
         self.per_symbol = per_symbol_heartbeat
         self.symbols = {symbol: SymbolState(now) for symbol in symbols}
@@ -45,6 +46,9 @@ class Liveness:
         state.last_trade_id = trade_id
         if state.heartbeat_trade_id == trade_id:
             state.unseen_since = None
+        if self.trades_count:
+            state.last_heartbeat_at = now
+            self.connection.last_heartbeat_at = now
 
     def on_heartbeat(self, symbol: str | None, last_trade_id: str | None, now: float) -> None:
         if symbol is None or not self.per_symbol:

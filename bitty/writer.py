@@ -8,6 +8,7 @@ the batch is kept and retried with backoff; nothing received is dropped. ``close
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -76,10 +77,8 @@ class Writer:
 
     async def _run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval)
-            except asyncio.TimeoutError:
-                pass
             self._wake.clear()
             await self._flush()
             if self._closing and not self._trades and not self._quarantine:
