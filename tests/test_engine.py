@@ -1,0 +1,349 @@
+"""The websocket engine against real local servers: subscribe, reconnect, watchdog, pings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bitty.consumer import BaseConsumer
+from bitty.spec import load_spec
+from bitty.trade import Trade
+from tests.wsserver import Server, accept, drain, read_json, serve
+
+SPEC = load_spec(Path(__file__).parent / "specs" / "positive" / "testex.yaml")
+
+
+def match(trade_id: int, symbol: str = "BTC-USD", side: str = "buy") -> dict[str, Any]:
+    return {"type": "match", "trade_id": trade_id, "product_id": symbol, "price": "100.5",
+            "size": "0.25", "side": side, "time": "2024-01-02T03:04:05.123456Z"}
+
+
+def heartbeat(symbol: str, last: int) -> dict[str, Any]:
+    return {"type": "heartbeat", "product_id": symbol, "last_trade_id": last}
+
+
+async def run_for(consumer: BaseConsumer, seconds: float) -> None:
+    task = asyncio.create_task(consumer.run())
+    await asyncio.sleep(seconds)
+    await consumer.stop()
+    await asyncio.wait_for(task, 5)
+
+
+def consumer_for(server: Server, symbols: list[str] | None = None, **kwargs: Any) -> BaseConsumer:
+    return BaseConsumer(symbols or ["BTC-USD", "ETH-USD"], url=server.url, spec=SPEC,
+                        backoff_initial=0.01, **kwargs)
+
+
+def test_subscribes_and_maps_trades() -> None:
+    """The rendered subscribe message reaches the server and trades reach sync and async callbacks."""
+    got: list[Any] = []
+    got_async: list[Trade] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        got.append(await read_json(ws))
+        await ws.send_json(match(1))
+        await ws.send_json(match(2, "ETH-USD", "sell"))
+        return await drain(ws)
+
+    async def on_async(trade: Trade) -> None:
+        got_async.append(trade)
+
+    async def main() -> list[Trade]:
+        trades: list[Trade] = []
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            consumer.on_trade(trades.append)
+            consumer.on_trade(on_async)
+            await run_for(consumer, 0.3)
+        return trades
+
+    trades = asyncio.run(main())
+    assert got == [{"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "id": 1}]
+    assert [(t.symbol, t.trade_id, t.side) for t in trades] == [("BTC-USD", "1", "buy"), ("ETH-USD", "2", "sell")]
+    assert len(got_async) == 2
+
+
+def test_reconnects_and_resubscribes_after_server_drops() -> None:
+    """A server close leads to a new connection that subscribes again."""
+    subscribes: list[Any] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        subscribes.append(await read_json(ws))
+        await ws.send_json(match(n))
+        if n < 3:
+            await ws.close()
+            return ws
+        return await drain(ws)
+
+    async def main() -> tuple[BaseConsumer, list[Trade], int]:
+        trades: list[Trade] = []
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            consumer.on_trade(trades.append)
+            await run_for(consumer, 0.3)  # shorter than heartbeat.timeout: only the drops count
+            return consumer, trades, server.connections
+
+    consumer, trades, connections = asyncio.run(main())
+    assert connections == 3 and consumer.stats.reconnects == 2
+    assert len(subscribes) == 3
+    assert [t.trade_id for t in trades] == ["1", "2", "3"]
+
+
+def test_watchdog_restarts_when_heartbeats_stop() -> None:
+    """No heartbeat within heartbeat.timeout restarts the stream, with the reason logged."""
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        return await drain(ws)  # connected, but silent
+
+    async def main() -> tuple[BaseConsumer, int]:
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            await run_for(consumer, 1.2)
+            return consumer, server.connections
+
+    consumer, connections = asyncio.run(main())
+    assert connections >= 2
+    assert "no heartbeat" in consumer.stats.last_error
+
+
+def test_quiet_market_is_not_restarted() -> None:
+    """Heartbeats that report our last trade id keep a stream without trades alive."""
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_json(match(7))
+        await ws.send_json(match(9, "ETH-USD"))
+        for _ in range(30):  # 1.5 s of heartbeats, no trades: well past trade_timeout (0.8 s)
+            await ws.send_json(heartbeat("BTC-USD", 7))
+            await ws.send_json(heartbeat("ETH-USD", 9))
+            await asyncio.sleep(0.05)
+        return await drain(ws)
+
+    async def main() -> tuple[BaseConsumer, int]:
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            await run_for(consumer, 1.5)
+            return consumer, server.connections
+
+    consumer, connections = asyncio.run(main())
+    assert connections == 1, consumer.stats.last_error
+    assert consumer.stats.reconnects == 0
+
+
+def test_quiet_symbol_before_any_trade_is_not_restarted() -> None:
+    """A symbol with no trade since we subscribed is fine while its heartbeat id does not move."""
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        for _ in range(25):
+            await ws.send_json(heartbeat("BTC-USD", 500))
+            await ws.send_json(heartbeat("ETH-USD", 900))
+            await asyncio.sleep(0.05)
+        return await drain(ws)
+
+    async def main() -> int:
+        async with serve(handler) as server:
+            await run_for(consumer_for(server), 1.2)
+            return server.connections
+
+    assert asyncio.run(main()) == 1
+
+
+def test_heartbeat_showing_unseen_trades_restarts_that_symbol() -> None:
+    """A heartbeat whose last trade id we never received restarts the stream and names the symbol."""
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_json(match(10))
+        await ws.send_json(match(20, "ETH-USD"))
+
+        async def beat() -> None:
+            while not ws.closed:
+                await ws.send_json(heartbeat("BTC-USD", 10))
+                await ws.send_json(heartbeat("ETH-USD", 21))  # trade 21 never reached us
+                await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(beat())
+        await drain(ws)
+        task.cancel()
+        return ws
+
+    async def main() -> BaseConsumer:
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            await run_for(consumer, 0.9)
+            return consumer
+
+    consumer = asyncio.run(main())
+    assert consumer.stats.reconnects >= 1
+    assert consumer.stats.last_error.startswith("restarting: ETH-USD: heartbeat reports last trade 21")
+
+
+def test_per_symbol_heartbeats_are_judged_separately() -> None:
+    """One symbol losing its heartbeats restarts the stream even while the other's keep coming."""
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        for _ in range(20):
+            await ws.send_json(heartbeat("BTC-USD", 1))
+            await asyncio.sleep(0.05)
+        return await drain(ws)
+
+    async def main() -> BaseConsumer:
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            await run_for(consumer, 0.8)
+            return consumer
+
+    consumer = asyncio.run(main())
+    assert "ETH-USD: no heartbeat" in consumer.stats.last_error
+
+
+def test_server_ping_is_answered_with_its_values() -> None:
+    """An application-level ping gets the reply template rendered with the ping's fields."""
+    replies: list[Any] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_json({"type": "ping", "n": 42})
+        replies.append(await read_json(ws))
+        return await drain(ws)
+
+    async def main() -> None:
+        async with serve(handler) as server:
+            await run_for(consumer_for(server), 0.3)
+
+    asyncio.run(main())
+    assert replies == [{"type": "pong", "echo": 42}]
+
+
+def test_fatal_exchange_error_stops_without_retrying() -> None:
+    """A rejected subscription stops the stream with the exchange's reason; no reconnect loop."""
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_json({"type": "error", "message": "Failed to subscribe", "reason": "FOO-BAR is not a valid product"})
+        return await drain(ws)
+
+    async def main() -> tuple[BaseConsumer, int]:
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            await asyncio.wait_for(consumer.run(), 5)
+            return consumer, server.connections
+
+    consumer, connections = asyncio.run(main())
+    assert connections == 1
+    assert consumer.failed is not None and "FOO-BAR is not a valid product" in str(consumer.failed)
+
+
+def test_handshake_429_honours_retry_after() -> None:
+    """HTTP 429 on the handshake waits at least Retry-After before the next attempt."""
+    times: list[float] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        times.append(time.monotonic())
+        if n == 1:
+            return web.Response(status=429, headers={"Retry-After": "0.5"})
+        ws = await accept(request)
+        await read_json(ws)
+        return await drain(ws)
+
+    async def main() -> BaseConsumer:
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            await run_for(consumer, 1.0)
+            return consumer
+
+    consumer = asyncio.run(main())
+    assert len(times) >= 2 and times[1] - times[0] >= 0.5
+    assert consumer.stats.connects >= 1
+
+
+def test_garbage_frames_are_quarantined_and_the_stream_goes_on() -> None:
+    """Invalid JSON, unknown kinds and broken trades are quarantined; good trades still flow."""
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_str("{not json")
+        await ws.send_json({"type": "surprise"})
+        await ws.send_json({**match(1), "price": "NaN"})
+        await ws.send_json({**match(2), "side": "sideways"})
+        await ws.send_bytes(b"\x00\x01binary garbage")
+        await ws.send_json(match(3))
+        return await drain(ws)
+
+    async def main() -> tuple[BaseConsumer, list[Trade], list[Any]]:
+        trades: list[Trade] = []
+        quarantined: list[Any] = []
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            consumer.on_trade(trades.append)
+            consumer.on_quarantine(quarantined.append)
+            await run_for(consumer, 0.3)
+            return consumer, trades, quarantined
+
+    consumer, trades, quarantined = asyncio.run(main())
+    assert [t.trade_id for t in trades] == ["3"]
+    reasons = [q.reason for q in quarantined]
+    assert len(reasons) == 5 and consumer.stats.reconnects == 0
+    assert any("price is missing or not a positive number" in r for r in reasons)
+    assert any("side is not buy or sell" in r for r in reasons)
+    assert all(q.exchange == "testex" and q.frame for q in quarantined)
+
+
+class LegacyConsumer(BaseConsumer):
+    """The original bitty subclass API, as GdaxConsumer used it."""
+
+    exchange_name = "legacy"
+    enable_heartbeat = True
+    heartbeat_timeout = 5
+
+    def make_subscribe_payload(self) -> dict[str, Any]:
+        return {"type": "subscribe", "product_ids": self.product_ids}
+
+    def make_heartbeat_payload(self) -> dict[str, Any]:
+        return {"type": "heartbeat", "on": True}
+
+    def process_message(self, message: str | bytes) -> dict[str, Any] | None:
+        import json
+
+        data = json.loads(message)
+        if data.get("type") in ("match", "heartbeat"):
+            return data
+        return None
+
+
+def test_original_subclass_api_still_works() -> None:
+    """A BaseConsumer subclass with process_message/make_*_payload collects trades and heartbeats."""
+    sent: list[Any] = []
+    heartbeats: list[Any] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        sent.append(await read_json(ws))
+        sent.append(await read_json(ws))
+        await ws.send_json(heartbeat("BTC-USD", 0))
+        await ws.send_json(match(1))
+        return await drain(ws)
+
+    async def main() -> list[Trade]:
+        trades: list[Trade] = []
+        async with serve(handler) as server:
+            consumer = LegacyConsumer(["BTC-USD"], url=server.url)
+            consumer.on_trade(trades.append)
+            consumer.on_heartbeat(heartbeats.append)
+            await run_for(consumer, 0.3)
+        return trades
+
+    trades = asyncio.run(main())
+    assert sent == [{"type": "subscribe", "product_ids": ["BTC-USD"]}, {"type": "heartbeat", "on": True}]
+    assert [(t.exchange, t.product_id, t.trade_id, str(t.price)) for t in trades] == [("legacy", "BTC-USD", "1", "100.5")]
+    assert heartbeats and heartbeats[0]["last_trade_id"] == "0"

@@ -1,0 +1,83 @@
+"""Storage on SQLite and the real PostgreSQL: exact decimals, UTC times, idempotent inserts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from bitty.store import Store, quarantine
+from bitty.trade import Quarantined, Trade
+from bitty.writer import Writer
+
+UTC = UTC
+T0 = datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+
+
+def trade(n: int, price: str = "37021.47000001", size: str = "0.00000001", symbol: str = "BTC-USD") -> Trade:
+    return Trade("testex", symbol, str(n), Decimal(price), Decimal(size), "buy" if n % 2 else "sell",
+                 T0 + timedelta(microseconds=n), T0)
+
+
+def test_decimals_and_times_round_trip_exactly(db_url: str) -> None:
+    """Prices and sizes come back digit for digit; times come back as the same UTC instant."""
+    store = Store(db_url)
+    store.open()
+    try:
+        original = [trade(1, "123456789012345.123456789012345678", "0.000000000000000001"), trade(2, "0.1", "3")]
+        assert store.write(original) == original
+        back = store.read_trades()
+        assert [(t.price, t.size, t.time) for t in back] == [(t.price, t.size, t.time) for t in original]
+        assert str(back[0].price) == "123456789012345.123456789012345678"
+        assert back[0].time.tzinfo is not None and back[0].time.utcoffset() == timedelta(0)
+    finally:
+        store.close()
+
+
+def test_duplicates_are_ignored_and_reported(db_url: str) -> None:
+    """(exchange, symbol, trade_id) is unique: repeats, within and across batches, are skipped."""
+    store = Store(db_url)
+    store.open()
+    try:
+        assert len(store.write([trade(1), trade(2), trade(1)])) == 2
+        assert [t.trade_id for t in store.write([trade(2), trade(3)])] == ["3"]
+        assert len(store.write([trade(3, symbol="ETH-USD")])) == 1  # same id, other symbol: a new trade
+        assert store.count() == 4
+    finally:
+        store.close()
+
+
+def test_quarantine_is_stored_with_the_trades(db_url: str) -> None:
+    """Quarantined frames are written in the same transaction as the batch."""
+    store = Store(db_url)
+    store.open()
+    try:
+        store.write([trade(1)], [Quarantined("testex", 3, "no message kind matches", '{"x":1}', T0)])
+        with store.engine.connect() as conn:
+            row = conn.execute(sa.select(quarantine)).one()
+        assert (row.exchange, row.spec_version, row.reason, row.frame) == ("testex", 3, "no message kind matches", '{"x":1}')
+    finally:
+        store.close()
+
+
+def test_writer_batches_and_flushes_everything_on_close(db_url: str) -> None:
+    """The writer accepts trades without blocking and close() leaves nothing unwritten."""
+    async def main() -> tuple[int, int, int]:
+        store = Store(db_url)
+        store.open()
+        stored: list[Trade] = []
+        writer = Writer(store, batch_size=100, flush_interval=10, on_stored=stored.extend)
+        writer.start()
+        for n in range(1050):
+            writer.put(trade(n))
+        for n in range(50):
+            writer.put(trade(n))  # replayed: duplicates
+        await writer.close()
+        count = store.count()
+        store.close()
+        return count, len(stored), writer.stats.duplicates
+
+    count, stored, duplicates = asyncio.run(main())
+    assert (count, stored, duplicates) == (1050, 1050, 50)
