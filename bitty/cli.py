@@ -101,6 +101,24 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_symbols(args: argparse.Namespace) -> int:
+    from bitty.instruments import fetch_listing
+    from bitty.spec import find_spec, load_spec
+
+    spec = load_spec(find_spec(args.exchange, paths.spec_dirs(args.exchanges_dir)))
+    instruments = asyncio.run(fetch_listing(spec, args.url))
+    if args.format == "json":
+        print(orjson.dumps([{"native": i.native, "normalized": i.normalized} for i in instruments],
+                           option=orjson.OPT_INDENT_2).decode())
+    else:
+        width = max([len(i.native) for i in instruments] + [6])
+        print(f"{'native':<{width}}  normalized")
+        for instrument in instruments:
+            print(f"{instrument.native:<{width}}  {instrument.normalized or '(cannot normalize)'}")
+    print(f"{len(instruments)} symbols", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bitty.demo import demo
 
@@ -162,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update", action="store_true", help="rewrite the golden rows from the replay")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("symbols", help="list an exchange's tradable symbols, native and normalized")
+    p.add_argument("exchange")
+    p.add_argument("--url", help="symbol list URL replacing the spec's")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
+    p.set_defaults(func=cmd_symbols)
 
     p = sub.add_parser("demo", help="run the whole pipeline offline on bundled recordings")
     p.add_argument("exchanges", nargs="*", help="exchanges to replay (default: coinbase, binance, kraken, bitstamp)")

@@ -19,6 +19,7 @@ import orjson
 from bitty import paths
 from bitty.consumer import BaseConsumer
 from bitty.errors import BittyError
+from bitty.instruments import Instrument, fetch_listing
 from bitty.spec import Spec, find_spec, load_spec
 from bitty.store import Store
 from bitty.symbols import resolve
@@ -37,6 +38,7 @@ class CollectOptions:
     url: str | None = None
     urls: dict[str, str] = field(default_factory=dict)  # per exchange, beats ``url``
     bootstrap_urls: dict[str, str] = field(default_factory=dict)  # per exchange
+    symbol_list_urls: dict[str, str] = field(default_factory=dict)  # per exchange
     db: str = DEFAULT_DB
     output: str | None = None
     duration: float | None = None
@@ -67,14 +69,37 @@ def load_specs(names: Sequence[str], dirs: list[str]) -> list[Spec]:
     return [load_spec(find_spec(name, folders)) for name in names]
 
 
-def plan(specs: list[Spec], symbols: list[str] | None) -> list[tuple[Spec, list[str]]]:
-    """(spec, symbols of one connection) for every connection to open."""
+def plan(specs: list[Spec], symbols: list[str] | None,
+         listings: dict[str, list[Instrument]] | None = None) -> list[tuple[Spec, list[str]]]:
+    """(spec, symbols of one connection) for every connection to open. With an exchange's
+    listing, unknown symbols are rejected with a suggestion."""
     out = []
     for spec in specs:
-        chosen = resolve(spec.symbols, symbols) if symbols else list(spec.default_symbols)
+        listing = (listings or {}).get(spec.name)
+        known = [i.normalized for i in listing if i.normalized] if listing else None
+        chosen = resolve(spec.symbols, symbols, known) if symbols else list(spec.default_symbols)
         size = spec.max_symbols or len(chosen) or 1
         for i in range(0, len(chosen), size):
             out.append((spec, chosen[i:i + size]))
+    return out
+
+
+async def fetch_listings(specs: list[Spec], urls: dict[str, str]) -> dict[str, list[Instrument]]:
+    """Symbol lists of the exchanges that declare one; an unreachable list is a warning, not an
+    error (symbols are then taken as given)."""
+    out: dict[str, list[Instrument]] = {}
+    for spec in specs:
+        if spec.symbol_list is None:
+            continue
+        try:
+            listing = await fetch_listing(spec, urls.get(spec.name))
+        except BittyError as exc:
+            logger.warning("%s: cannot check symbols against the exchange's list: %s", spec.name, exc)
+            continue
+        for instrument in listing:
+            if instrument.normalized:
+                spec.symbols.learn(instrument.native, instrument.normalized)
+        out[spec.name] = listing
     return out
 
 
@@ -107,7 +132,8 @@ def parse_output(value: str | None) -> JsonLines | None:
 async def collect(options: CollectOptions, stop: asyncio.Event | None = None) -> CollectResult:
     """Collect until ``stop`` is set, the duration passes, max_trades arrive, or every stream ends."""
     specs = load_specs(options.exchanges, options.exchanges_dirs)
-    connections = plan(specs, options.symbols)
+    listings = await fetch_listings(specs, options.symbol_list_urls) if options.symbols else {}
+    connections = plan(specs, options.symbols, listings)
     output = parse_output(options.output)
     store = Store(options.db)
     await asyncio.to_thread(store.open)

@@ -55,7 +55,7 @@ def _table(title: str, node: dict[str, Any], root: dict[str, Any]) -> list[str]:
 
 def render() -> str:
     root = schema()
-    lines = ["## Spec reference", "", root["description"], ""]
+    lines = ["## Spec reference", ""]
     lines += _table("Top level", root, root)
     for name, node in root["$defs"].items():
         if node.get("properties"):

@@ -35,6 +35,12 @@ class SymbolRules:
             self._reverse_alias.setdefault(normalized, native)
         self._reverse_explicit = {v: k for k, v in self.explicit.items()}
 
+    def learn(self, native: str, normalized: str) -> None:
+        """Remember a pair the exchange listed (its symbol list beats the rules)."""
+        self.explicit[native] = normalized
+        self._reverse_explicit[normalized] = native
+        self._cache.pop(native, None)
+
     def _build_pattern(self) -> re.Pattern[str]:
         out = []
         for piece in re.split(r"(\{base\}|\{quote\}|\{suffix\})", self.native_format):

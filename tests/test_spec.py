@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,35 @@ def test_user_spec_overrides_bundled(tmp_path: Path, monkeypatch: pytest.MonkeyP
     files = spec_files(paths.spec_dirs([str(tmp_path)]))
     assert files["coinbase"] == tmp_path / "coinbase.yaml"
     assert files["binance"].parent == EXCHANGES
+
+
+def test_readme_spec_reference_is_current() -> None:
+    """The README's spec reference is what the schema generates (run `python -m bitty.docs`)."""
+    from bitty.docs import END, START, render
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    assert text.split(START, 1)[1].split(END, 1)[0].strip() == render().strip()
+
+
+def test_readme_walkthrough_spec_is_valid(tmp_path: Path) -> None:
+    """The spec shown in the README's walk-through loads, and maps a documented Bitstamp trade."""
+    import re
+    from datetime import datetime
+
+    from bitty.mapper import Mapper
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", readme, re.S)
+    assert block is not None
+    text = "\n".join(line[3:] for line in block.group(1).splitlines())
+    path = tmp_path / "bitstamp.yaml"
+    path.write_text(text)
+    spec = load_spec(path)
+    mapper = Mapper(spec)
+    frame = {"event": "trade", "channel": "live_trades_btcusd", "data": {
+        "id": 310436510, "amount_str": "0.00150000", "price_str": "37021.47", "type": 1,
+        "microtimestamp": "1700489331512000", "amount": 0.0015, "price": 37021.47}}
+    [trade] = mapper.handle(frame, datetime.now(UTC)).trades
+    assert (trade.symbol, trade.trade_id, str(trade.price), trade.side) == ("BTC-USD", "310436510", "37021.47", "sell")
