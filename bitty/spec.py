@@ -89,6 +89,25 @@ class SymbolList:
 
 
 @dataclass(frozen=True)
+class RestTrades:
+    """``rest.trades``: the endpoint gaps are backfilled from (see bitty/backfill.py)."""
+
+    url: Template
+    records: Expr
+    fields: tuple[tuple[str, Expr], ...]
+    error: Expr | None = None
+    paginate: str = "none"  # none | id | time | cursor
+    cursor: Expr | None = None
+    page_size: int | None = None
+    max_pages: int = 100
+    per_second: float = 1.0
+    retries: int = 5
+
+
+REST_TRADES_VARS = {"symbol", "after_id", "from_id", "to_id", "from_s", "from_ms", "from_ns", "to_s", "to_ms", "cursor"}
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     version: int
@@ -114,6 +133,8 @@ class Spec:
     hooks: str | None = None
     description: str = ""
     docs: str = ""
+    trade_ids: str = "opaque"  # opaque | sequential
+    rest_trades: RestTrades | None = None
 
     def hooks_class(self) -> type:
         """The spec's hooks class (imported on first use), or the no-op default."""
@@ -348,6 +369,7 @@ class _Builder:
         hooks = raw.get("hooks")
         if hooks:
             self.check_hooks(hooks)
+        rest_trades = self.rest_trades(raw.get("rest", {}).get("trades"))
         if len(self.report.problems) > problems_before or url is None or rules is None:
             return None
         return Spec(
@@ -375,6 +397,8 @@ class _Builder:
             hooks=hooks,
             description=raw.get("description", ""),
             docs=raw.get("docs", ""),
+            trade_ids=raw.get("trade_ids", "opaque"),
+            rest_trades=rest_trades,
         )
 
     def symbol_rules(self, raw: dict[str, Any]) -> SymbolRules | None:
@@ -407,6 +431,30 @@ class _Builder:
         if records is None or native is None:
             return None
         return SymbolList(raw["url"], records, native, base, quote, filter_)
+
+    def rest_trades(self, raw: dict[str, Any] | None) -> RestTrades | None:
+        if raw is None:
+            return None
+        p = ["rest", "trades"]
+        url = self.template(p + ["url"], raw["url"], REST_TRADES_VARS)
+        records = self.expr(p + ["records"], raw["records"])
+        fields = []
+        for name in TRADE_FIELDS:
+            if name in raw["fields"]:
+                e = self.expr(p + ["fields", name], raw["fields"][name])
+                if e is not None:
+                    fields.append((name, e))
+        paginate = raw.get("paginate", {})
+        by = paginate.get("by", "none")
+        if (by == "cursor") != ("cursor" in paginate):
+            self.report.add(p + ["paginate"], "paginate.cursor is needed with by: cursor, and only then")
+        rate = raw.get("rate", {})
+        if url is None or records is None:
+            return None
+        return RestTrades(url, records, tuple(fields), error=self.expr(p + ["error"], raw.get("error")),
+                          paginate=by, cursor=self.expr(p + ["paginate", "cursor"], paginate.get("cursor")),
+                          page_size=paginate.get("page_size"), max_pages=int(paginate.get("max_pages", 100)),
+                          per_second=float(rate.get("per_second", 1)), retries=int(rate.get("retries", 5)))
 
     def heartbeat(self, raw: dict[str, Any] | None, sub_vars: set[str]) -> Heartbeat | None:
         if raw is None:
