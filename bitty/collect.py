@@ -19,6 +19,7 @@ import orjson
 from bitty import paths
 from bitty.consumer import BaseConsumer
 from bitty.errors import BittyError
+from bitty.gapkeeper import GapKeeper
 from bitty.instruments import Instrument, fetch_listing
 from bitty.spec import Spec, find_spec, load_spec
 from bitty.store import Store
@@ -38,6 +39,8 @@ class CollectOptions:
     url: str | None = None
     urls: dict[str, str] = field(default_factory=dict)  # per exchange, beats ``url``
     bootstrap_urls: dict[str, str] = field(default_factory=dict)  # per exchange
+    rest_urls: dict[str, str] = field(default_factory=dict)  # per exchange: origin replacing rest.trades URLs
+    backfill: bool = True  # fetch the trades of gaps through the spec's rest.trades
     symbol_list_urls: dict[str, str] = field(default_factory=dict)  # per exchange
     db: str = DEFAULT_DB
     output: str | None = None
@@ -139,6 +142,8 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     await asyncio.to_thread(store.open)
     writer = Writer(store, on_stored=output.write if output else None)
     writer.start()
+    keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill)
+    await keeper.start(connections)
     stop = stop or asyncio.Event()
     consumers: list[BaseConsumer] = []
     for spec, symbols in connections:
@@ -148,6 +153,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
                                 bootstrap_url=options.bootstrap_urls.get(spec.name))
         consumer.on_trade(writer.put)
         consumer.on_quarantine(writer.quarantine)
+        keeper.attach(consumer)
         consumers.append(consumer)
         logger.info("%s: %d symbols on one connection: %s", spec.name, len(symbols), ", ".join(symbols))
     if options.max_trades is not None:
@@ -174,6 +180,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         for task in (progress, *waiters):
             task.cancel()
         await writer.close()
+        await keeper.close({name: vars(s) for name, s in writer.per_exchange.items()})
         store.close()
         if output:
             output.close()

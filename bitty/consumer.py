@@ -59,6 +59,20 @@ class ServerClosed(ConnectError):
         super().__init__(f"server closed the connection (code {code})")
 
 
+@dataclass(frozen=True)
+class StreamEvent:
+    """A change in what a connection covers: ``connected`` once subscribed, ``disconnected``
+    when that connection ends. ``cause``: disconnect, watchdog (bitty restarted the stream) or
+    stop."""
+
+    kind: str
+    exchange: str
+    symbols: tuple[str, ...]
+    at: datetime
+    reason: str = ""
+    cause: str = ""
+
+
 class _Restart(Exception):
     """Raised inside a connection to close it and reconnect, with the reason."""
 
@@ -105,6 +119,7 @@ class BaseConsumer:
         self.on_heartbeat_callbacks: list[Callable[[dict[str, Any]], Any]] = []
         self.on_quarantine_callbacks: list[Callable[[Quarantined], Any]] = []
         self.on_raw_callbacks: list[Callable[[str, Any], Any]] = []
+        self.on_event_callbacks: list[Callable[[StreamEvent], Any]] = []
         self.last_heartbeat: dict[str, Any] = {}
         self.stats = Stats()
         self.terminated = False
@@ -139,6 +154,15 @@ class BaseConsumer:
     def on_quarantine(self, callback: Callable[[Quarantined], Any]) -> None:
         """Register a callback for frames (or records) that could not be mapped."""
         self.on_quarantine_callbacks.append(callback)
+
+    def on_event(self, callback: Callable[[StreamEvent], Any]) -> None:
+        """Register a callback for ``StreamEvent``s: connected (subscribed) and disconnected."""
+        self.on_event_callbacks.append(callback)
+
+    def _emit_event(self, kind: str, reason: str = "", cause: str = "") -> None:
+        event = StreamEvent(kind, self.exchange_name, tuple(self.product_ids), _now(), reason, cause)
+        for callback in self.on_event_callbacks:
+            self._call(callback, event)
 
     def on_raw(self, callback: Callable[[str, Any], Any]) -> None:
         """Register a callback seeing every frame sent ('send') and received ('recv'), and
@@ -254,6 +278,8 @@ class BaseConsumer:
             while not self.terminated:
                 started = time.monotonic()
                 frames_before = self.stats.frames
+                connects_before = self.stats.connects
+                cause = "disconnect"
                 wait: float | None = None
                 try:
                     await self._connect_once(session)
@@ -267,10 +293,16 @@ class BaseConsumer:
                     self._note(f"handshake refused: HTTP {exc.status} {exc.message}")
                 except _Restart as exc:
                     self._note(f"restarting: {exc}")
+                    cause = "watchdog"
                 except ServerClosed as exc:
                     self._note(str(exc), logging.INFO if exc.code in (1000, 1001) else logging.WARNING)
                 except (TimeoutError, aiohttp.ClientError, ConnectError, OSError, FrameTooLarge) as exc:
                     self._note(f"connection failed: {type(exc).__name__}: {exc}")
+                finally:
+                    if self.stats.connects > connects_before:
+                        stopped = self.terminated
+                        self._emit_event("disconnected", "stopped" if stopped else self.stats.last_error,
+                                         "stop" if stopped else cause)
                 if self.terminated or not self.reconnect_enabled:
                     break
                 if self.stats.frames > frames_before and time.monotonic() - started > HEALTHY_AFTER:
@@ -320,6 +352,7 @@ class BaseConsumer:
             self._liveness = self._new_liveness()
             try:
                 await self._subscribe(ws)
+                self._emit_event("connected", url)
                 helpers = [asyncio.create_task(self._watch(ws))]
                 if self._keepalive_interval:
                     helpers.append(asyncio.create_task(self._keepalive(ws)))
