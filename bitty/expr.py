@@ -14,6 +14,7 @@ from typing import Any
 import jmespath
 from jmespath import exceptions as jmespath_exceptions
 
+from bitty.compiler import compile_ast
 from bitty.functions import OPTIONS, REGISTRY
 
 _BUILTIN_FUNCTIONS = {
@@ -31,7 +32,7 @@ class ExpressionError(ValueError):
 class Expr:
     """A compiled expression: ``expr(data)`` evaluates it."""
 
-    __slots__ = ("_parsed", "fn", "source")
+    __slots__ = ("_parsed", "fn", "interpret", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -48,8 +49,10 @@ class Expr:
         unknown = sorted(_function_names(self._parsed.parsed) - KNOWN_FUNCTIONS)
         if unknown:
             raise ExpressionError(f"unknown function {unknown[0]}()")
-        # ``fn`` is what hot paths call: the interpreter bound to bitty's functions.
-        self.fn: Callable[[Any], Any] = functools.partial(self._parsed.search, options=OPTIONS)
+        # ``interpret`` is the jmespath interpreter bound to bitty's functions; ``fn``, what hot
+        # paths call, is the same expression compiled to Python (see bitty.compiler).
+        self.interpret: Callable[[Any], Any] = functools.partial(self._parsed.search, options=OPTIONS)
+        self.fn: Callable[[Any], Any] = compile_ast(self._parsed.parsed)
 
     def __call__(self, data: Any) -> Any:
         return self.fn(data)
