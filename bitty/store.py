@@ -96,7 +96,8 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         try:
-            self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+            connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+            self.engine = sa.create_engine(url, future=True, pool_pre_ping=True, connect_args=connect_args)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise SinkError(f"cannot use database {url!r}: {exc}") from None
         self.dialect = self.engine.dialect.name
@@ -124,6 +125,15 @@ class Store:
     def write(self, batch: Sequence[Trade], quarantined: Sequence[Quarantined] = ()) -> list[Trade]:
         """Insert trades (and quarantined frames) in one transaction; returns the trades that
         were new, in order. A failure writes nothing, so the caller can retry the same batch."""
+        try:
+            return self._write(batch, quarantined)
+        except sa.exc.SQLAlchemyError:
+            # A connection broken mid-transaction can fail its next ping in ways the pool does
+            # not recognize as a disconnect; start the next attempt from fresh connections.
+            self.engine.dispose()
+            raise
+
+    def _write(self, batch: Sequence[Trade], quarantined: Sequence[Quarantined]) -> list[Trade]:
         inserted: set[tuple[str, str, str]] = set()
         with self.engine.begin() as conn:
             if batch:

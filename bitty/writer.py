@@ -2,7 +2,12 @@
 
 Readers call ``put`` (synchronous, O(1)); a background task hands batches to one worker thread
 that writes them, so a slow database slows nothing but the writer. When the database fails,
-the batch is kept and retried with backoff; nothing received is dropped. ``close`` flushes all.
+the batch is kept and retried with backoff; nothing received is dropped:
+
+- the buffer is bounded (``max_pending`` trades); past it, the oldest half is moved to a spill
+  file on local disk (``bitty.spill``), written back once the database accepts writes again;
+- ``close`` flushes everything; if the database is still away after ``close_timeout`` seconds,
+  what is left goes to a spill file, which the next run writes back.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from bitty import spill
 from bitty.backoff import backoff
 from bitty.store import Store
 from bitty.trade import Quarantined, Trade
@@ -32,15 +39,22 @@ class WriterStats:
     duplicates: int = 0
     quarantined: int = 0
     write_errors: int = 0
+    spilled: int = 0
+    unspilled: int = 0
 
 
 class Writer:
     def __init__(self, store: Store, batch_size: int = 1000, flush_interval: float = 0.2,
-                 on_stored: Callable[[list[Trade]], Any] | None = None) -> None:
+                 on_stored: Callable[[list[Trade]], Any] | None = None, max_pending: int = 500_000,
+                 spill_dir: Path | None = None, close_timeout: float = 30.0) -> None:
         self.store = store
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.on_stored = on_stored
+        self.max_pending = max_pending
+        self.spill_dir = spill_dir or Path("bitty-spill")
+        self.close_timeout = close_timeout
+        self._healthy = True
         self.stats = WriterStats()
         self.per_exchange: dict[str, WriterStats] = {}
         self._trades: deque[Trade] = deque()
@@ -59,6 +73,18 @@ class Writer:
         self._exchange(trade.exchange).received += 1
         if len(self._trades) >= self.batch_size:
             self._wake.set()
+            if len(self._trades) >= self.max_pending:
+                self._spill(len(self._trades) // 2)
+
+    def _spill(self, count: int) -> None:
+        """Move the oldest ``count`` trades to a spill file (the buffer is full)."""
+        batch = [self._trades.popleft() for _ in range(min(count, len(self._trades)))]
+        if not batch:
+            return
+        path = spill.write(self.spill_dir, batch)
+        self.stats.spilled += len(batch)
+        logger.warning("database behind: %d trades moved to %s, to be written when it accepts writes",
+                       len(batch), path)
 
     def quarantine(self, item: Quarantined) -> None:
         self._quarantine.append(item)
@@ -76,6 +102,7 @@ class Writer:
         return stats
 
     async def _run(self) -> None:
+        await self._unspill()  # spill files left by an earlier run
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval)
@@ -83,41 +110,96 @@ class Writer:
             await self._flush()
             if self._closing and not self._trades and not self._quarantine:
                 return
+            if self._healthy and not self._trades:
+                await self._unspill()
 
-    async def _flush(self) -> None:
+    async def _flush(self, deadline: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         while self._trades or self._quarantine:
             batch = [self._trades.popleft() for _ in range(min(self.batch_size, len(self._trades)))]
             items = list(self._quarantine)
             self._quarantine.clear()
-            delays = backoff(0.2, cap=5.0)
-            while True:
-                try:
-                    stored = await loop.run_in_executor(self._executor, self.store.write, batch, items)
-                    break
-                except sa.exc.SQLAlchemyError as exc:
-                    self.stats.write_errors += 1
-                    delay = next(delays)
-                    logger.error("database write failed (%d trades waiting, retrying in %.1fs): %s",
-                                 len(batch) + len(self._trades), delay, str(getattr(exc, "orig", exc)).strip())
-                    await asyncio.sleep(delay)
-            self.stats.stored += len(stored)
-            self.stats.duplicates += len(batch) - len(stored)
-            for trade in batch:
-                self._exchange(trade.exchange).duplicates += 1
-            for trade in stored:
-                per = self._exchange(trade.exchange)
-                per.duplicates -= 1
-                per.stored += 1
-            if self.on_stored is not None and stored:
-                self.on_stored(stored)
+            try:
+                stored = await self._write(loop, batch, items, deadline)
+            except asyncio.CancelledError:
+                # Closing gave up: the batch may or may not be committed; keep it for the spill
+                # (the unique key drops it when written back if it was).
+                stored = None
+                self._trades.extendleft(reversed(batch))
+                self._quarantine.extendleft(reversed(items))
+                raise
+            if stored is None:  # gave up at the deadline: keep the batch for the spill
+                self._trades.extendleft(reversed(batch))
+                self._quarantine.extendleft(reversed(items))
+                return
+            self._count(batch, stored)
+
+    async def _write(self, loop: asyncio.AbstractEventLoop, batch: list[Trade], items: list[Quarantined],
+                     deadline: float | None) -> list[Trade] | None:
+        """Write one batch, retrying with backoff while the database fails."""
+        delays = backoff(0.2, cap=5.0)
+        while True:
+            try:
+                stored = await loop.run_in_executor(self._executor, self.store.write, batch, items)
+            except sa.exc.SQLAlchemyError as exc:
+                self._healthy = False
+                self.stats.write_errors += 1
+                delay = next(delays)
+                logger.error("database write failed (%d trades waiting, retrying in %.1fs): %s",
+                             len(batch) + len(self._trades), delay, str(getattr(exc, "orig", exc)).strip())
+                if deadline is not None and loop.time() + delay > deadline:
+                    return None
+                await asyncio.sleep(delay)
+                continue
+            if not self._healthy:
+                logger.warning("database accepts writes again")
+            self._healthy = True
+            return stored
+
+    def _count(self, batch: list[Trade], stored: list[Trade]) -> None:
+        self.stats.stored += len(stored)
+        self.stats.duplicates += len(batch) - len(stored)
+        for trade in batch:
+            self._exchange(trade.exchange).duplicates += 1
+        for trade in stored:
+            per = self._exchange(trade.exchange)
+            per.duplicates -= 1
+            per.stored += 1
+        if self.on_stored is not None and stored:
+            self.on_stored(stored)
+
+    async def _unspill(self) -> None:
+        """Write spill files back to the database, deleting each once all of it is stored."""
+        loop = asyncio.get_running_loop()
+        for path in spill.pending(self.spill_dir):
+            trades = await loop.run_in_executor(self._executor, spill.read, path)
+            for i in range(0, len(trades), self.batch_size):
+                batch = trades[i:i + self.batch_size]
+                stored = await self._write(loop, batch, [], loop.time() + 5)
+                if stored is None:
+                    return  # the database went away again; the file stays
+                self.stats.unspilled += len(batch)
+                self._count(batch, stored)
+            path.unlink()
+            logger.info("wrote back %d spilled trades from %s", len(trades), path)
 
     async def close(self) -> None:
-        """Write everything received, then stop."""
+        """Write everything received, then stop. If the database does not take it within
+        ``close_timeout`` seconds, what is left goes to a spill file."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=self.close_timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         else:
-            await self._flush()
+            loop = asyncio.get_running_loop()
+            await self._flush(loop.time() + self.close_timeout)
+        if self._trades:
+            self._spill(len(self._trades))
+        if self._quarantine:
+            logger.error("%d quarantined frames could not be stored: the database is away", len(self._quarantine))
         self._executor.shutdown(wait=True)
