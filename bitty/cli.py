@@ -72,7 +72,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     options = CollectOptions(
         exchanges=args.exchanges, symbols=symbols, url=args.url, db=args.db, output=args.output,
         duration=args.duration, max_trades=args.max_trades, exchanges_dirs=args.exchanges_dir,
-        progress_interval=args.progress_interval,
+        progress_interval=args.progress_interval, spill_dir=args.spill_dir,
     )
     return run(options)
 
@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--max-trades", type=int, help="stop after this many trades received")
     p.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress lines")
+    p.add_argument("--spill-dir", default="bitty-spill",
+                   help="folder for trades waiting while the database is away (default: ./bitty-spill)")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_collect)
 

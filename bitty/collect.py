@@ -12,11 +12,13 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 import orjson
+import sqlalchemy as sa
 
-from bitty import paths
+from bitty import paths, runs
 from bitty.consumer import BaseConsumer
 from bitty.errors import BittyError
 from bitty.gapkeeper import GapKeeper
@@ -48,6 +50,7 @@ class CollectOptions:
     max_trades: int | None = None
     exchanges_dirs: list[str] = field(default_factory=list)
     progress_interval: float = 10.0
+    spill_dir: str = "bitty-spill"
     reconnect: bool = True
     backoff_initial: float = 1.0
 
@@ -61,6 +64,7 @@ class CollectResult:
     reconnects: int
     failures: list[str]
     per_exchange: dict[str, dict[str, int]]
+    uncovered: list[runs.Uncovered] = field(default_factory=list)
 
 
 def load_specs(names: Sequence[str], dirs: list[str]) -> list[Spec]:
@@ -140,7 +144,8 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     output = parse_output(options.output)
     store = Store(options.db)
     await asyncio.to_thread(store.open)
-    writer = Writer(store, on_stored=output.write if output else None)
+    run_id, uncovered = await asyncio.to_thread(runs.start, store, [s.name for s in specs])
+    writer = Writer(store, on_stored=output.write if output else None, spill_dir=Path(options.spill_dir))
     writer.start()
     keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill)
     await keeper.start(connections)
@@ -170,6 +175,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     tasks = [loop.create_task(c.run()) for c in consumers]
     all_done = loop.create_task(asyncio.wait(tasks))
     progress = loop.create_task(_progress(consumers, writer, options.progress_interval))
+    heartbeat = loop.create_task(_alive(store, run_id))
     waiters = [all_done, loop.create_task(stop.wait())]
     try:
         await asyncio.wait(waiters, timeout=options.duration, return_when=asyncio.FIRST_COMPLETED)
@@ -177,10 +183,14 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         for consumer in consumers:
             await consumer.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for task in (progress, *waiters):
+        for task in (progress, heartbeat, *waiters):
             task.cancel()
         await writer.close()
         await keeper.close({name: vars(s) for name, s in writer.per_exchange.items()})
+        try:
+            await asyncio.to_thread(runs.stop, store, run_id)
+        except sa.exc.SQLAlchemyError as exc:
+            logger.error("cannot record the end of this run: %s", exc)
         store.close()
         if output:
             output.close()
@@ -194,7 +204,18 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         reconnects=sum(c.stats.reconnects for c in consumers),
         failures=failures,
         per_exchange={name: vars(s).copy() for name, s in writer.per_exchange.items()},
+        uncovered=uncovered,
     )
+
+
+async def _alive(store: Store, run_id: int, interval: float = 5.0) -> None:
+    """Record that this run is alive, so a crash can be dated by the next run."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(runs.alive, store, run_id)
+        except sa.exc.SQLAlchemyError as exc:
+            logger.debug("cannot record run liveness: %s", exc)
 
 
 async def _progress(consumers: list[BaseConsumer], writer: Writer, interval: float) -> None:
