@@ -1,0 +1,188 @@
+"""Storage faults: the database away, locked, or the process killed. Nothing received is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from bitty import runs, spill
+from bitty.store import Store
+from bitty.trade import Trade
+from bitty.writer import Writer
+from tests.conftest import EXCHANGES, ROOT
+from tests.reliability.proxy import Proxy
+from tests.test_collect import serve_in_thread
+
+UTC = timezone.utc
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def trade(n: int) -> Trade:
+    return Trade("faulty", "BTC-USD", str(n), Decimal("100.25"), Decimal("0.5"), "buy",
+                 T0 + timedelta(milliseconds=n), T0)
+
+
+async def wait_for(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def test_postgresql_away_then_back_loses_nothing(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL unreachable mid-run: trades wait, overflow spills to disk, all are stored on return."""
+    async def main() -> tuple[Writer, int]:
+        proxy = Proxy("127.0.0.1", 5432)
+        port = await proxy.start()
+        url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+        store = Store(url)
+        await asyncio.to_thread(store.open)
+        writer = Writer(store, batch_size=100, flush_interval=0.05, max_pending=400, spill_dir=tmp_path / "spill")
+        writer.start()
+        for n in range(300):
+            writer.put(trade(n))
+        await wait_for(lambda: writer.stats.stored == 300)
+        await proxy.cut()
+        for n in range(300, 2300):  # 2000 trades while the database is away
+            writer.put(trade(n))
+            if n % 100 == 0:
+                await asyncio.sleep(0.01)  # readers keep running: put() never blocks
+        await wait_for(lambda: writer.stats.write_errors >= 2)
+        assert writer.stats.spilled > 0 and writer.pending <= 400
+        await proxy.restore()
+        await wait_for(lambda: writer.stats.stored == 2300)
+        await writer.close()
+        count = await asyncio.to_thread(store.count)  # the proxy runs on this loop: never block it
+        await asyncio.to_thread(store.close)
+        await proxy.cut()
+        return writer, count
+
+    writer, count = asyncio.run(main())
+    assert count == 2300 and writer.stats.duplicates == 0
+    assert spill.pending(tmp_path / "spill") == []
+
+
+def test_close_while_database_away_spills_and_next_run_writes_back(tmp_path: Path) -> None:
+    """Stopping while the database is down puts what is left in a spill file; the next writer stores it."""
+    db = tmp_path / "locked.db"
+    url = f"sqlite:///{db}"
+    store = Store(url)
+    store.open()
+    store.close()
+
+    async def first() -> Writer:
+        store = Store(url)
+        writer = Writer(store, flush_interval=0.05, spill_dir=tmp_path / "spill", close_timeout=0.5)
+        os.chmod(db, 0o444)  # the database refuses writes
+        writer.start()
+        for n in range(50):
+            writer.put(trade(n))
+        await writer.close()
+        store.close()
+        return writer
+
+    if os.geteuid() == 0:
+        # root ignores file modes: take the database away by locking it instead
+        holder = sqlite3.connect(db, timeout=0)
+        holder.execute("BEGIN EXCLUSIVE")
+        store_url = url + "?timeout=0.05"
+
+        async def first_locked() -> Writer:
+            store = Store(store_url)
+            writer = Writer(store, flush_interval=0.05, spill_dir=tmp_path / "spill", close_timeout=0.5)
+            writer.start()
+            for n in range(50):
+                writer.put(trade(n))
+            await writer.close()
+            store.close()
+            return writer
+
+        writer = asyncio.run(first_locked())
+        holder.rollback()
+        holder.close()
+    else:
+        writer = asyncio.run(first())
+        os.chmod(db, 0o644)
+    assert writer.stats.stored == 0 and writer.stats.spilled == 50
+    assert len(spill.pending(tmp_path / "spill")) == 1
+
+    async def second() -> int:
+        store = Store(url)
+        writer = Writer(store, flush_interval=0.05, spill_dir=tmp_path / "spill")
+        writer.start()
+        await writer.close()
+        count = store.count()
+        store.close()
+        return count
+
+    assert asyncio.run(second()) == 50
+    assert spill.pending(tmp_path / "spill") == []
+
+
+def test_locked_sqlite_delays_writes_but_not_readers(tmp_path: Path) -> None:
+    """A lock held by another process delays the writer; put() keeps accepting; all is written after."""
+    db = tmp_path / "busy.db"
+    store = Store(f"sqlite:///{db}?timeout=0.05")
+    store.open()
+
+    async def main() -> tuple[int, int]:
+        writer = Writer(store, batch_size=50, flush_interval=0.02, spill_dir=tmp_path / "spill")
+        writer.start()
+        holder = sqlite3.connect(db, timeout=0)
+        holder.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        for n in range(500):
+            writer.put(trade(n))
+        put_time = time.monotonic() - started
+        await wait_for(lambda: writer.stats.write_errors >= 1)
+        holder.rollback()
+        holder.close()
+        await wait_for(lambda: writer.stats.stored == 500)
+        await writer.close()
+        return store.count(), int(put_time < 1.0)
+
+    count, fast = asyncio.run(main())
+    store.close()
+    assert count == 500 and fast
+
+
+def test_sigkill_is_reported_by_the_next_run(tmp_path: Path) -> None:
+    """A killed collector leaves its run open; the next run reports the uncovered interval."""
+    url, stop = serve_in_thread(EXCHANGES / "fixtures" / "coinbase" / "session.jsonl", hold=True)
+    db = tmp_path / "kill.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bitty.collect", "coinbase", "--url", url, "--db", f"sqlite:///{db}",
+         "--progress-interval", "0.2", "--spill-dir", str(tmp_path / "spill")],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "LOG_LEVEL": "info"},
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "6 stored" not in proc.stderr.readline():
+            pass
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        stop()  # type: ignore[operator]
+        if proc.poll() is None:
+            proc.kill()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    store = Store(f"sqlite:///{db}")
+    assert store.count() == 6  # what reached the database before the kill is there
+    run_id, uncovered = runs.start(store, ["coinbase"])
+    with store.engine.connect() as conn:
+        statuses = dict(conn.execute(sa.select(runs.runs.c.id, runs.runs.c.status)).all())
+    store.close()
+    assert len(uncovered) == 1 and "stopped without a clean shutdown" in str(uncovered[0])
+    assert statuses[uncovered[0].run_id] == "crashed" and statuses[run_id] == "running"
