@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from tests.conftest import EXCHANGES, ROOT
 from tests.reliability.proxy import Proxy
 from tests.test_collect import serve_in_thread
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
 
