@@ -456,9 +456,9 @@ class BaseConsumer:
                 for reply in replies or ():
                     await self._send(ws, reply)
             elif msg.type == aiohttp.WSMsgType.ERROR:
-                error = ws.exception()
+                error = msg.data if isinstance(msg.data, BaseException) else ws.exception()
                 if isinstance(error, aiohttp.WebSocketError) and error.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
-                    raise FrameTooLarge(str(error))
+                    raise FrameTooLarge(f"frame over connection.max_frame_bytes: {error}")
                 raise ConnectError(f"websocket error: {error}")
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 return

@@ -1,0 +1,250 @@
+"""Network and exchange faults, each against a real local websocket server misbehaving on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bitty.consumer import BaseConsumer
+from bitty.spec import load_spec, parse_spec
+from bitty.trade import Quarantined, Trade
+from tests.test_engine import SPEC, consumer_for, heartbeat, match, run_for
+from tests.wsserver import accept, drain, read_json, serve
+
+SPEC_TEXT = (Path(__file__).parent.parent / "specs" / "positive" / "testex.yaml").read_text()
+
+
+def spec_with(**replacements: str) -> Any:
+    text = SPEC_TEXT
+    for old, new in replacements.items():
+        assert old in text
+        text = text.replace(old, new)
+    return parse_spec(text, Path("testex.yaml"))
+
+
+def collect(server_url: str, seconds: float, spec: Any = SPEC) -> tuple[BaseConsumer, list[Trade], list[Quarantined]]:
+    async def main() -> tuple[BaseConsumer, list[Trade], list[Quarantined]]:
+        trades: list[Trade] = []
+        bad: list[Quarantined] = []
+        consumer = BaseConsumer(["BTC-USD", "ETH-USD"], url=server_url, spec=spec, backoff_initial=0.01)
+        consumer.on_trade(trades.append)
+        consumer.on_quarantine(bad.append)
+        await run_for(consumer, seconds)
+        return consumer, trades, bad
+
+    return asyncio.run(main())
+
+
+def test_tcp_reset_reconnects() -> None:
+    """An abrupt TCP reset (no close frame) is a dropped connection: reconnect, resubscribe, go on."""
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_json(match(n))
+        if n == 1:
+            await asyncio.sleep(0.05)
+            assert request.transport is not None
+            request.transport.abort()  # RST, no websocket close
+            return ws
+        return await drain(ws)
+
+    async def main() -> tuple[BaseConsumer, list[Trade], int]:
+        trades: list[Trade] = []
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            consumer.on_trade(trades.append)
+            await run_for(consumer, 0.35)
+            return consumer, trades, server.connections
+
+    consumer, trades, connections = asyncio.run(main())
+    assert connections == 2 and [t.trade_id for t in trades] == ["1", "2"]
+    assert "server closed the connection (code 1006)" in consumer.stats.last_error
+
+
+def test_stalled_connection_is_reopened_after_idle_timeout() -> None:
+    """A server that accepts and then sends nothing at all is dropped after idle_timeout."""
+    spec = spec_with(**{"idle_timeout: 5": "idle_timeout: 0.3", "timeout: 0.4": "timeout: 2",
+                        "trade_timeout: 0.8": "trade_timeout: 10"})
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        return await drain(ws)
+
+    async def main() -> tuple[BaseConsumer, int]:
+        async with serve(handler) as server:
+            consumer = BaseConsumer(["BTC-USD"], url=server.url, spec=spec, backoff_initial=0.01)
+            await run_for(consumer, 0.8)
+            return consumer, server.connections
+
+    consumer, connections = asyncio.run(main())
+    assert connections >= 2 and "no frame for 0.3s" in consumer.stats.last_error
+
+
+def test_dead_subscription_with_live_pings_is_restarted() -> None:
+    """The connection stays up and answers pings, but the subscription stopped: heartbeats end,
+    so the stream is restarted within heartbeat.timeout although frames keep arriving."""
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_json(heartbeat("BTC-USD", 1))
+        await ws.send_json(heartbeat("ETH-USD", 1))
+
+        async def pings() -> None:  # only pings from now on, application and protocol level
+            for i in range(40):
+                await ws.send_json({"type": "ping", "n": i})
+                await ws.ping()
+                await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(pings())
+        await drain(ws)
+        task.cancel()
+        return ws
+
+    async def main() -> BaseConsumer:
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            await run_for(consumer, 1.0)
+            return consumer
+
+    consumer = asyncio.run(main())
+    assert consumer.stats.reconnects >= 1 and "no heartbeat" in consumer.stats.last_error
+
+
+def test_handshake_503_backs_off_and_recovers() -> None:
+    """5xx on the handshake is retried with backoff (Retry-After honoured) until it succeeds."""
+    times: list[float] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        times.append(time.monotonic())
+        if n <= 2:
+            return web.Response(status=503, headers={"Retry-After": "0.2"})
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_json(match(1))
+        return await drain(ws)
+
+    async def main() -> tuple[BaseConsumer, list[Trade]]:
+        trades: list[Trade] = []
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            consumer.on_trade(trades.append)
+            await run_for(consumer, 1.0)
+            return consumer, trades
+
+    _, trades = asyncio.run(main())
+    assert len(times) >= 3 and times[1] - times[0] >= 0.2 and times[2] - times[1] >= 0.2
+    assert trades and {t.trade_id for t in trades} == {"1"}
+
+
+def test_oversized_frame_closes_and_reconnects_with_a_clear_error() -> None:
+    """A frame over connection.max_frame_bytes is refused (not buffered) and the stream reopens."""
+    spec = spec_with(**{"idle_timeout: 5": "idle_timeout: 5\nconnection:\n  max_frame_bytes: 2048"})
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        if n == 1:
+            await ws.send_str('{"type": "match", "pad": "' + "x" * 10_000 + '"}')
+        await ws.send_json(match(n))
+        return await drain(ws)
+
+    async def main() -> tuple[BaseConsumer, list[Trade], int]:
+        trades: list[Trade] = []
+        async with serve(handler) as server:
+            consumer = BaseConsumer(["BTC-USD", "ETH-USD"], url=server.url, spec=spec, backoff_initial=0.01)
+            consumer.on_trade(trades.append)
+            await run_for(consumer, 0.35)
+            return consumer, trades, server.connections
+
+    consumer, trades, connections = asyncio.run(main())
+    assert connections >= 2 and "2" in [t.trade_id for t in trades]
+    assert "FrameTooLarge" in consumer.stats.last_error or "too big" in consumer.stats.last_error.lower()
+
+
+def test_decompression_bomb_is_quarantined_not_inflated() -> None:
+    """A small gzip frame that would inflate past max_frame_bytes is refused and quarantined."""
+    spec = spec_with(**{"idle_timeout: 5": "idle_timeout: 5\nconnection:\n  max_frame_bytes: 65536",
+                        "timeout: 0.4": "timeout: 5", "trade_timeout: 0.8": "trade_timeout: 10"})
+    bomb = gzip.compress(b'{"type":"match","pad":"' + b"0" * 50_000_000 + b'"}')
+    assert len(bomb) < 100_000
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_bytes(bomb)
+        await ws.send_bytes(gzip.compress(b'{"type":"match","trade_id":5,"product_id":"BTC-USD","price":"1",'
+                                          b'"size":"2","side":"buy","time":"2024-01-01T00:00:00Z"}'))
+        return await drain(ws)
+
+    async def main() -> tuple[list[Trade], list[Quarantined]]:
+        trades: list[Trade] = []
+        bad: list[Quarantined] = []
+        async with serve(handler) as server:
+            consumer = BaseConsumer(["BTC-USD", "ETH-USD"], url=server.url, spec=spec, backoff_initial=0.01)
+            consumer.on_trade(trades.append)
+            consumer.on_quarantine(bad.append)
+            await run_for(consumer, 0.5)
+        return trades, bad
+
+    trades, bad = asyncio.run(main())
+    assert [t.trade_id for t in trades] == ["5"]
+    assert len(bad) == 1 and "decompresses to more than 65536 bytes" in bad[0].reason
+    assert len(bad[0].frame) < 10_000
+
+
+def test_exchange_reconnect_notice_reconnects_at_once() -> None:
+    """A `reconnect` kind (maintenance notice) closes the connection and opens a new one."""
+    notice = "  notice:\n    type: reconnect\n    match: type == 'reconnect'\n    message: reason\n"
+    spec = spec_with(**{"  rejected:\n": notice + "  rejected:\n"})
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_json(match(n))
+        if n == 1:
+            await ws.send_json({"type": "reconnect", "reason": "maintenance in 60s"})
+        return await drain(ws)
+
+    async def main() -> tuple[BaseConsumer, list[Trade], int]:
+        trades: list[Trade] = []
+        async with serve(handler) as server:
+            consumer = BaseConsumer(["BTC-USD", "ETH-USD"], url=server.url, spec=spec, backoff_initial=0.01)
+            consumer.on_trade(trades.append)
+            await run_for(consumer, 0.3)
+            return consumer, trades, server.connections
+
+    consumer, trades, connections = asyncio.run(main())
+    assert connections == 2 and [t.trade_id for t in trades] == ["1", "2"]
+    assert "announced a disconnect: maintenance in 60s" in consumer.stats.last_error
+
+
+def test_exchange_error_that_is_not_fatal_keeps_the_stream() -> None:
+    """A non-fatal exchange error is logged and counted; trades continue on the same connection."""
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_json({"type": "error", "message": "slow down"})
+        await ws.send_json(match(1))
+        return await drain(ws)
+
+    async def main() -> tuple[BaseConsumer, list[Trade], int]:
+        trades: list[Trade] = []
+        async with serve(handler) as server:
+            consumer = consumer_for(server)
+            consumer.on_trade(trades.append)
+            await run_for(consumer, 0.3)
+            return consumer, trades, server.connections
+
+    consumer, trades, connections = asyncio.run(main())
+    assert connections == 1 and consumer.stats.exchange_errors == 1 and len(trades) == 1
+
+
+def test_bundled_spec_loads() -> None:
+    """Sanity: the test exchange spec is valid as written."""
+    assert load_spec(Path(__file__).parent.parent / "specs" / "positive" / "testex.yaml").name == "testex"
