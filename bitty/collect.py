@@ -147,7 +147,9 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     run_id, uncovered = await asyncio.to_thread(runs.start, store, [s.name for s in specs])
     writer = Writer(store, on_stored=output.write if output else None, spill_dir=Path(options.spill_dir))
     writer.start()
-    keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill)
+    # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
+    redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
+    keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected)
     await keeper.start(connections)
     stop = stop or asyncio.Event()
     consumers: list[BaseConsumer] = []

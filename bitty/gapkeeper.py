@@ -61,12 +61,13 @@ class KeeperStats:
 
 class GapKeeper:
     def __init__(self, store: Store, specs: list[Spec], rest_urls: dict[str, str] | None = None,
-                 backfill: bool = True, sleep: Sleep = asyncio.sleep) -> None:
+                 backfill: bool = True, sleep: Sleep = asyncio.sleep, no_backfill: set[str] | None = None) -> None:
         self.store = store
         self.ledger = Ledger(store.engine)
         self.specs = {s.name: s for s in specs}
         self.rest_urls = rest_urls or {}
         self.backfill_enabled = backfill
+        self.no_backfill = no_backfill or set()
         self.sleep = sleep
         self.stats = KeeperStats()
         self.started_at = _now()
@@ -84,7 +85,7 @@ class GapKeeper:
         await self._run(self.ledger.open)
         self._session = aiohttp.ClientSession()
         for spec in self.specs.values():
-            if spec.rest_trades is not None and self.backfill_enabled:
+            if spec.rest_trades is not None and self.backfill_enabled and spec.name not in self.no_backfill:
                 self._backfillers[spec.name] = Backfiller(spec, self._session, self.rest_urls.get(spec.name),
                                                           sleep=self.sleep)
         for spec, symbols in connections:
@@ -211,7 +212,8 @@ class GapKeeper:
     async def _backfill(self, exchange: str, gap: _Gap, window: Window) -> None:
         backfiller = self._backfillers.get(exchange)
         if backfiller is None:
-            why = "backfill is off" if not self.backfill_enabled else "the spec has no rest.trades"
+            why = ("the spec has no rest.trades" if self.specs[exchange].rest_trades is None else
+                   "backfill is off for this exchange (off, or its websocket URL is redirected without a REST URL)")
             await self._run(self._settle, gap, "unrecoverable", why, [])
             return
         result = await backfiller.fill(window)
