@@ -186,3 +186,45 @@ def test_sigkill_is_reported_by_the_next_run(tmp_path: Path) -> None:
     store.close()
     assert len(uncovered) == 1 and "stopped without a clean shutdown" in str(uncovered[0])
     assert statuses[uncovered[0].run_id] == "crashed" and statuses[run_id] == "running"
+
+
+def test_sigterm_under_load_flushes_everything_once(tmp_path: Path) -> None:
+    """SIGTERM while trades pour in: every trade received is stored, none twice."""
+    import json
+
+    session = tmp_path / "flood.jsonl"
+    lines = [json.dumps({"send": {"type": "subscribe", "product_ids": ["BTC-USD"], "id": 1}})]
+    lines += [json.dumps({"recv": {"type": "match", "trade_id": n, "product_id": "BTC-USD", "price": "100.5",
+                                   "size": "0.25", "side": "buy", "time": "2024-01-02T03:04:05.123456Z"}})
+              for n in range(60_000)]
+    session.write_text("\n".join(lines) + "\n")
+    specs = Path(__file__).parent.parent / "specs" / "positive"
+    url, stop = serve_in_thread(session, hold=True)
+    db = tmp_path / "load.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bitty.collect", "testex", "--exchanges-dir", str(specs), "--symbols", "BTC-USD",
+         "--url", url, "--db", f"sqlite:///{db}", "--progress-interval", "0.1", "--spill-dir", str(tmp_path / "spill")],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "LOG_LEVEL": "info"},
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if "trades received" in line and " 0 trades received" not in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=30)[1]
+    finally:
+        stop()  # type: ignore[operator]
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest
+    summary = [line for line in rest.splitlines() if line.startswith("collected ")][-1]
+    received = int(summary.split()[1])
+    stored = int(summary.split(":")[1].split()[0])
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        count, distinct = conn.execute(sa.text("select count(*), count(distinct trade_id) from trades")).one()
+    engine.dispose()
+    assert received > 0 and count == distinct == stored == received
