@@ -22,6 +22,12 @@ _ISO_FRACTION = re.compile(r"(\.\d{1,6})\d*")
 
 def to_decimal(value: Any) -> Decimal | None:
     """Exact decimal of a JSON string or number; floats go through their shortest repr."""
+    if type(value) is str:  # the common case first: exchanges send prices as text
+        try:
+            result = Decimal(value)
+        except (InvalidOperation, ValueError):
+            return None
+        return result if result.is_finite() else None
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, Decimal):
@@ -41,6 +47,8 @@ def to_decimal(value: Any) -> Decimal | None:
 
 def to_text(value: Any) -> str | None:
     """Text of a scalar: ints without a fraction, floats by repr, strings as they are."""
+    if type(value) is str:
+        return value
     if value is None:
         return None
     if isinstance(value, bool):
@@ -56,6 +64,11 @@ def to_text(value: Any) -> str | None:
 
 def from_epoch(value: Any, per_second: int) -> datetime | None:
     """UTC datetime of an epoch count in units of 1/per_second seconds, exact to the microsecond."""
+    if type(value) is int and per_second <= 1_000_000:  # integer arithmetic is exact here
+        try:
+            return EPOCH + timedelta(microseconds=value * (1_000_000 // per_second))
+        except OverflowError:
+            return None
     number = to_decimal(value)
     if number is None:
         return None

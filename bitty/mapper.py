@@ -14,10 +14,12 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+from jmespath.exceptions import JMESPathError
 
+from bitty.compiler import compile_record
 from bitty.expr import evaluate_safely
 from bitty.functions import to_text
 from bitty.spec import MessageKind, Spec
@@ -96,6 +98,13 @@ class Mapper:
         self._to_normalized = spec.symbols.to_normalized
         self._trade_fields = {
             kind.name: {name: expr.fn for name, expr in kind.fields} for kind in spec.messages if kind.type == "trade"
+        }
+        # Per trade kind, all fields as one generated function of (record, frame) returning a
+        # tuple, so a record costs one call and no {"record": ..., "frame": ...} object.
+        self._records = {
+            kind.name: (compile_record([expr.ast for _, expr in kind.fields], ("record", "frame")),
+                        _Positions(*(_position(kind.fields, n) for n in _Positions._fields)))  # type: ignore[arg-type]
+            for kind in spec.messages if kind.type == "trade"
         }
 
     def learn(self, normalized_symbols: list[str]) -> None:
@@ -195,58 +204,80 @@ class Mapper:
             if channel_symbol is None:
                 out.rejects.append(f"channel {channel!r} was never assigned to a symbol")
                 return out
-        fields = self._trade_fields[kind.name]
+        evaluate, at = self._records[kind.name]
         seen: dict[tuple[Any, ...], int] = {}
         exchange = self.exchange
         for record in records:
-            context = {"record": record, "frame": frame}
-            values: dict[str, Any] = {}
-            problem = None
-            for name, fn in fields.items():
-                try:
-                    values[name] = fn(context)
-                except Exception as exc:
-                    problem = f"{name}: {type(exc).__name__}: {exc}"
-                    break
-            if problem is None:
-                trade_or_reason = self._trade(values, channel_symbol, exchange, received_at, seen)
-                if isinstance(trade_or_reason, Trade):
-                    out.trades.append(trade_or_reason)
-                    continue
-                problem = trade_or_reason
-            out.rejects.append(problem)
+            try:
+                values = evaluate(record, frame)
+            except Exception:
+                out.rejects.append(self._field_error(kind, record, frame))
+                continue
+            trade_or_reason = self._trade(values, at, channel_symbol, exchange, received_at, seen)
+            if type(trade_or_reason) is Trade:
+                out.trades.append(trade_or_reason)
+            else:
+                out.rejects.append(trade_or_reason)  # type: ignore[arg-type]
         return out
 
-    def _trade(self, values: dict[str, Any], channel_symbol: str | None, exchange: str,
+    def _field_error(self, kind: MessageKind, record: Any, frame: Any) -> str:
+        """Which field failed, and how: the first one in spec order, evaluated on its own."""
+        context = {"record": record, "frame": frame}
+        for name, fn in self._trade_fields[kind.name].items():
+            try:
+                fn(context)
+            except Exception as exc:
+                return f"{name}: {type(exc).__name__}: {exc}"
+        return "fields: evaluation failed"
+
+    def _trade(self, values: tuple[Any, ...], at: _Positions, channel_symbol: str | None, exchange: str,
                received_at: datetime, seen: dict[tuple[Any, ...], int]) -> Trade | str:
-        native = values.get("symbol", channel_symbol)
+        native = channel_symbol if at.symbol is None else values[at.symbol]
         if native is None:
             return "symbol is missing"
-        symbol = self.normalize(native)
+        symbol = self.known.get(native) if type(native) is str else None
         if symbol is None:
-            return f"cannot normalize symbol {native!r}"
-        price = values["price"]
-        if not isinstance(price, Decimal) or not price.is_finite() or price <= 0:
+            symbol = self.normalize(native)
+            if symbol is None:
+                return f"cannot normalize symbol {native!r}"
+        price = values[at.price]
+        if type(price) is not Decimal or not price.is_finite() or price <= 0:
             return f"price is missing or not a positive number: {price!r}"
-        size = values["size"]
-        if not isinstance(size, Decimal) or not size.is_finite() or size <= 0:
+        size = values[at.size]
+        if type(size) is not Decimal or not size.is_finite() or size <= 0:
             return f"size is missing or not a positive number: {size!r}"
-        side = SIDES.get(values["side"]) if isinstance(values["side"], str) else None
+        raw_side = values[at.side]
+        side = SIDES.get(raw_side) if isinstance(raw_side, str) else None
         if side is None:
-            return f"side is not buy or sell: {values['side']!r}"
-        moment = values["time"]
+            return f"side is not buy or sell: {raw_side!r}"
+        moment = values[at.time]
         if not isinstance(moment, datetime):
             return f"time is missing or unreadable: {moment!r}"
-        trade_id = values.get("trade_id")
-        if trade_id is None:
+        raw_id = None if at.trade_id is None else values[at.trade_id]
+        if raw_id is None:
             key = (symbol, moment, price, size, side)
             seen[key] = n = seen.get(key, 0) + 1
             trade_id = derive_trade_id(moment, price, size, side, n)
         else:
-            trade_id = to_text(trade_id)
+            trade_id = raw_id if type(raw_id) is str else to_text(raw_id)  # type: ignore[assignment]
             if not trade_id:
-                return f"trade_id is empty or not a scalar: {values.get('trade_id')!r}"
+                return f"trade_id is empty or not a scalar: {raw_id!r}"
         return Trade(exchange, symbol, trade_id, price, size, side, moment, received_at)
+
+
+class _Positions(NamedTuple):
+    """Where each trade field sits in a kind's evaluated tuple (None: the kind has no such field)."""
+
+    symbol: int | None
+    trade_id: int | None
+    price: int
+    size: int
+    side: int
+    time: int
+
+
+def _position(fields: tuple[tuple[str, Any], ...], name: str) -> int | None:
+    return next((i for i, (field_name, _) in enumerate(fields) if field_name == name), None)
 
 
 def derive_trade_id(moment: datetime, price: Decimal, size: Decimal, side: str, occurrence: int) -> str:
@@ -257,5 +288,8 @@ def derive_trade_id(moment: datetime, price: Decimal, size: Decimal, side: str, 
 
 
 def _truthy(fn: Any, frame: Any) -> bool:
-    value, _ = evaluate_safely(fn, frame)
+    try:
+        value = fn(frame)
+    except (JMESPathError, TypeError, ValueError, AttributeError):  # as evaluate_safely
+        return False
     return value is not None and value is not False and value != "" and value != [] and value != {}
