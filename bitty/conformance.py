@@ -2,8 +2,9 @@
 
 Fixtures live in ``<spec folder>/fixtures/<name>/``: ``session.jsonl`` (what the exchange sends
 and what the client must send, see ``bitty.replay``), ``golden.jsonl`` (the expected rows),
-optionally ``errors.jsonl`` (exchange error frames the spec must recognize) and
-``bootstrap.json`` (the response served to the spec's bootstrap request).
+optionally ``errors.jsonl`` (exchange error frames the spec must recognize),
+``reconnects.jsonl`` (disconnect announcements the spec must recognize) and ``bootstrap.json``
+(the response served to the spec's bootstrap request).
 """
 
 from __future__ import annotations
@@ -102,14 +103,14 @@ async def check(spec: Spec, update: bool = False) -> Result:
                 [orjson.dumps(r).decode() for r in expected], [orjson.dumps(r).decode() for r in rows],
                 "golden.jsonl", "replayed", lineterm="", n=1)
             result.problems.append("rows differ from golden:\n" + "\n".join(diff))
-    errors = folder / "errors.jsonl"
-    if errors.exists():
-        result.problems += check_errors(spec, errors)
+    for name, kind in (("errors.jsonl", "error"), ("reconnects.jsonl", "reconnect")):
+        if (folder / name).exists():
+            result.problems += check_kind(spec, folder / name, kind)
     return result
 
 
-def check_errors(spec: Spec, path: Path) -> list[str]:
-    """Every frame in errors.jsonl must be recognized as an exchange error."""
+def check_kind(spec: Spec, path: Path, kind: str) -> list[str]:
+    """Every frame in the file must be recognized as ``kind`` (an error, a reconnect notice)."""
     mapper = Mapper(spec)
     problems = []
     now = datetime.now(UTC)
@@ -117,6 +118,6 @@ def check_errors(spec: Spec, path: Path) -> list[str]:
         frame = event.get("recv", event.get("recv_text"))
         text = frame if isinstance(frame, str) else orjson.dumps(frame).decode()
         outcome = mapper.handle(mapper.decode(text), now, {})
-        if outcome.kind != "error":
-            problems.append(f"errors.jsonl:{number}: recognized as {outcome.kind!r}, not as an exchange error")
+        if outcome.kind != kind:
+            problems.append(f"{path.name}:{number}: recognized as {outcome.kind!r}, not as {kind!r}")
     return problems
