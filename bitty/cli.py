@@ -144,6 +144,38 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from bitty.audit import audit, page, png, table
+    from bitty.functions import iso_time
+    from bitty.store import Store
+
+    def moment(text: str | None, default: datetime) -> datetime:
+        if text is None:
+            return default
+        value = iso_time(text)
+        if value is None:
+            raise BittyError(f"cannot read time {text!r}: use ISO-8601, e.g. 2024-05-14T09:00:00Z")
+        return value
+
+    until = moment(args.until, datetime.now(UTC))
+    since = moment(args.since, until - timedelta(hours=args.hours))
+    store = Store(args.db)
+    try:
+        symbols = [s for s in args.symbols.split(",") if s] if args.symbols else None
+        report = audit(store, since, until, args.exchanges or None, symbols)
+    finally:
+        store.close()
+    print(table(report))
+    if args.html:
+        Path(args.html).write_text(page(report), encoding="utf-8")
+        print(f"wrote {args.html}", file=sys.stderr)
+    if args.png and not png(report, args.png):
+        print("--png needs matplotlib (pip install matplotlib); skipped", file=sys.stderr)
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     from bitty.record import record
 
@@ -209,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=60.0, help="seconds to record (default 60)")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("audit", help="report how complete the stored trades of a time window are")
+    p.add_argument("exchanges", nargs="*", help="exchanges to report (default: all in the database)")
+    p.add_argument("--symbols", help="comma-separated normalized symbols (default: all)")
+    p.add_argument("--db", default=os.environ.get("BITTY_DB", "sqlite:///bitty.db"), help="database URL")
+    p.add_argument("--since", help="window start, ISO-8601 UTC (default: --hours before --until)")
+    p.add_argument("--until", help="window end, ISO-8601 UTC (default: now)")
+    p.add_argument("--hours", type=float, default=24.0, help="window length when --since is not given (default 24)")
+    p.add_argument("--html", help="also write a self-contained HTML report with charts to this file")
+    p.add_argument("--png", help="also write the charts as PNG (needs matplotlib)")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

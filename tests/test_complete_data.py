@@ -123,3 +123,24 @@ def test_drops_and_skipped_ids_are_backfilled(tmp_path: Path) -> None:
     restart = Ledger(store.engine).gaps("localx")[-1]
     assert (restart.cause, restart.from_id, restart.to_id, restart.status) == ("restart", "20", "24", "closed")
     store.close()
+
+
+def test_audit_reports_coverage_gaps_and_charts(tmp_path: Path, capsys: Any) -> None:
+    """bitty audit prints the table and writes a self-contained HTML chart of a collected window."""
+    from bitty.cli import main
+
+    spec = tmp_path / "localx.yaml"
+    spec.write_text(SPEC)
+    db = f"sqlite:///{tmp_path}/bitty.db"
+    asyncio.run(run(Exchange([[1, 2, 4], [6, 7]], total=7), spec, db, max_trades=5))
+    page = tmp_path / "audit.html"
+    code = main(["audit", "localx", "--db", db, "--since", "2024-01-02T03:00:00Z", "--until", "2024-01-02T03:10:00Z",
+                 "--html", str(page)])
+    assert code == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith("localx"))
+    assert row[:6] == ["localx", "BTC-USD", "7", "0", "2", "0"]
+    assert "0 duplicates ignored, 0 frames quarantined" in out
+    text = page.read_text()
+    assert text.count("<svg") == 1 and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert text.count("gap closed") == 2
