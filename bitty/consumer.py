@@ -87,6 +87,7 @@ class BaseConsumer:
     heartbeat_timeout: float = 2
     trade_timeout: float | None = 70
     idle_timeout: float = 60
+    connect_timeout: float = 30  # TCP + TLS + websocket handshake
 
     def __init__(self, product_ids: list[str], url: str | None = None, loop: Any = None, *,
                  spec: Spec | None = None, reconnect: bool = True, backoff_initial: float = 1.0,
@@ -343,8 +344,13 @@ class BaseConsumer:
         max_size = self.spec.max_frame_bytes if self.spec else 4 * 1024 * 1024
         headers = dict(self.spec.headers) if self.spec else {}
         logger.info("%s : connecting to %s", self.consumer_id, url)
-        async with session.ws_connect(url, max_msg_size=max_size, headers=headers, autoping=True,
-                                      timeout=aiohttp.ClientWSTimeout(ws_close=2)) as ws:
+        try:
+            ws = await asyncio.wait_for(session.ws_connect(
+                url, max_msg_size=max_size, headers=headers, autoping=True,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2)), timeout=self.connect_timeout)
+        except TimeoutError:
+            raise ConnectError(f"no websocket handshake within {self.connect_timeout:g}s") from None
+        async with ws:
             self.ws = ws
             self.stats.connects += 1
             self._emit_raw("open", url)

@@ -248,3 +248,26 @@ def test_exchange_error_that_is_not_fatal_keeps_the_stream() -> None:
 def test_bundled_spec_loads() -> None:
     """Sanity: the test exchange spec is valid as written."""
     assert load_spec(Path(__file__).parent.parent / "specs" / "positive" / "testex.yaml").name == "testex"
+
+
+def test_handshake_that_never_answers_times_out_and_retries() -> None:
+    """A server that accepts TCP but never answers the upgrade does not hang the stream."""
+    accepted: list[int] = []
+
+    async def main() -> BaseConsumer:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(1)
+            await reader.read()  # never answer
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        consumer = BaseConsumer(["BTC-USD"], url=f"ws://127.0.0.1:{port}", spec=SPEC, backoff_initial=0.01)
+        consumer.connect_timeout = 0.2
+        await run_for(consumer, 0.7)
+        server.close()
+        await server.wait_closed()
+        return consumer
+
+    consumer = asyncio.run(main())
+    assert len(accepted) >= 2 and "no websocket handshake within 0.2s" in consumer.stats.last_error
