@@ -6,6 +6,7 @@ Also runnable as ``LOG_LEVEL=info python -m bitty.collect [args]``, as the origi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
@@ -22,6 +23,7 @@ from bitty import paths, runs
 from bitty.consumer import BaseConsumer
 from bitty.errors import BittyError
 from bitty.gapkeeper import GapKeeper
+from bitty.handover import Slot
 from bitty.instruments import Instrument, fetch_listing
 from bitty.spec import Spec, find_spec, load_spec
 from bitty.store import Store
@@ -152,26 +154,27 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected)
     await keeper.start(connections)
     stop = stop or asyncio.Event()
-    consumers: list[BaseConsumer] = []
-    for spec, symbols in connections:
-        url = options.urls.get(spec.name, options.url)
-        consumer = BaseConsumer(symbols, url=url, spec=spec, reconnect=options.reconnect,
-                                backoff_initial=options.backoff_initial,
-                                bootstrap_url=options.bootstrap_urls.get(spec.name))
+
+    def count(_trade: Trade) -> None:
+        if options.max_trades is not None and writer.stats.received >= options.max_trades:
+            stop.set()
+
+    def make(spec: Spec, symbols: list[str]) -> BaseConsumer:
+        consumer = BaseConsumer(symbols, url=options.urls.get(spec.name, options.url), spec=spec,
+                                reconnect=options.reconnect, backoff_initial=options.backoff_initial,
+                                bootstrap_url=options.bootstrap_urls.get(spec.name),
+                                handover=spec.max_age is not None)
         consumer.on_trade(writer.put)
         consumer.on_quarantine(writer.quarantine)
         keeper.attach(consumer)
-        consumers.append(consumer)
-        logger.info("%s: %d symbols on one connection: %s", spec.name, len(symbols), ", ".join(symbols))
-    if options.max_trades is not None:
-        limit = options.max_trades
-
-        def count(_trade: Trade) -> None:
-            if writer.stats.received >= limit:
-                stop.set()
-
-        for consumer in consumers:
+        if options.max_trades is not None:
             consumer.on_trade(count)
+        return consumer
+
+    consumers: list[Slot] = []
+    for spec, symbols in connections:
+        consumers.append(Slot(functools.partial(make, spec, symbols), spec.max_age))
+        logger.info("%s: %d symbols on one connection: %s", spec.name, len(symbols), ", ".join(symbols))
 
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(c.run()) for c in consumers]
@@ -220,14 +223,14 @@ async def _alive(store: Store, run_id: int, interval: float = 5.0) -> None:
             logger.debug("cannot record run liveness: %s", exc)
 
 
-async def _progress(consumers: list[BaseConsumer], writer: Writer, interval: float) -> None:
+async def _progress(consumers: list[Slot], writer: Writer, interval: float) -> None:
     last: dict[str, tuple[float, int]] = {}
     while True:
         await asyncio.sleep(interval)
         last = _log_progress(consumers, writer, last)
 
 
-def _log_progress(consumers: list[BaseConsumer], writer: Writer,
+def _log_progress(consumers: list[Slot], writer: Writer,
                   last: dict[str, tuple[float, int]] | None) -> dict[str, tuple[float, int]]:
     now = time.monotonic()
     out: dict[str, tuple[float, int]] = {}

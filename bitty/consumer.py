@@ -71,6 +71,7 @@ class StreamEvent:
     at: datetime
     reason: str = ""
     cause: str = ""
+    since: datetime | None = None  # disconnected: when this connection had connected
 
 
 class _Restart(Exception):
@@ -91,7 +92,7 @@ class BaseConsumer:
 
     def __init__(self, product_ids: list[str], url: str | None = None, loop: Any = None, *,
                  spec: Spec | None = None, reconnect: bool = True, backoff_initial: float = 1.0,
-                 backoff_cap: float = 60.0, bootstrap_url: str | None = None) -> None:
+                 backoff_cap: float = 60.0, bootstrap_url: str | None = None, handover: bool = False) -> None:
         self.product_ids = list(product_ids)
         self.loop = loop
         self.spec = spec
@@ -100,6 +101,10 @@ class BaseConsumer:
         self.backoff_cap = backoff_cap
         self._url_override = url
         self._bootstrap_url = bootstrap_url
+        # With handover, whoever runs this consumer replaces it before connection.max_age
+        # (bitty.handover) instead of it reconnecting on its own.
+        self.handover = handover
+        self.connected_at: datetime | None = None
         if spec is not None:
             self.exchange_name = self.exchange_name or spec.name
             self.enable_heartbeat = spec.heartbeat is not None
@@ -161,7 +166,11 @@ class BaseConsumer:
         self.on_event_callbacks.append(callback)
 
     def _emit_event(self, kind: str, reason: str = "", cause: str = "") -> None:
-        event = StreamEvent(kind, self.exchange_name, tuple(self.product_ids), _now(), reason, cause)
+        now = _now()
+        since = self.connected_at if kind == "disconnected" else None
+        if kind == "connected":
+            self.connected_at = now
+        event = StreamEvent(kind, self.exchange_name, tuple(self.product_ids), now, reason, cause, since)
         for callback in self.on_event_callbacks:
             self._call(callback, event)
 
@@ -435,7 +444,7 @@ class BaseConsumer:
         timeouts = [t for t in (self.heartbeat_timeout if self.enable_heartbeat else None,
                                 self._liveness.trade_timeout) if t]
         tick = max(0.05, min(timeouts) / 4) if timeouts else 1.0
-        max_age = self.spec.max_age if self.spec else None
+        max_age = self.spec.max_age if self.spec and not self.handover else None
         opened = time.monotonic()
         while True:
             await asyncio.sleep(tick)

@@ -138,7 +138,7 @@ class GapKeeper:
                 self._stream(event.exchange, symbol).connected_at = event.at
             self._submit(self.ledger.connected, event.exchange, symbols, event.at)
             return
-        self._submit(self.ledger.disconnected, event.exchange, symbols, event.at, event.reason)
+        self._submit(self.ledger.disconnected, event.exchange, symbols, event.at, event.reason, event.since)
         if event.cause == "stop":
             return
         for symbol in symbols:

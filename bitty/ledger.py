@@ -94,12 +94,16 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(coverage.insert(), [{"exchange": exchange, "symbol": s, "started_at": at} for s in symbols])
 
-    def disconnected(self, exchange: str, symbols: list[str], at: datetime, reason: str) -> None:
+    def disconnected(self, exchange: str, symbols: list[str], at: datetime, reason: str,
+                     since: datetime | None = None) -> None:
+        """End the open coverage of these symbols; with ``since`` (when the ending connection
+        connected), only coverage that started by then: a connection that took over first
+        keeps its own."""
+        where = [coverage.c.exchange == exchange, coverage.c.symbol.in_(symbols), coverage.c.ended_at.is_(None)]
+        if since is not None:
+            where.append(coverage.c.started_at <= since)
         with self.engine.begin() as conn:
-            conn.execute(coverage.update()
-                         .where(coverage.c.exchange == exchange, coverage.c.symbol.in_(symbols),
-                                coverage.c.ended_at.is_(None))
-                         .values(ended_at=at, end_reason=reason))
+            conn.execute(coverage.update().where(*where).values(ended_at=at, end_reason=reason))
 
     def last_coverage_end(self, exchange: str, symbol: str) -> datetime | None:
         """When the last recorded coverage of a symbol ended (its start if it never ended: a crash)."""
