@@ -271,3 +271,63 @@ def test_handshake_that_never_answers_times_out_and_retries() -> None:
 
     consumer = asyncio.run(main())
     assert len(accepted) >= 2 and "no websocket handshake within 0.2s" in consumer.stats.last_error
+
+
+def test_forced_disconnect_is_handed_over_without_loss_or_duplicates(tmp_path: Path) -> None:
+    """Before connection.max_age a second connection opens; the old one closes only once the new
+    one delivers. The stored trades are exactly the exchange's, with no hole and no repeat."""
+    import sqlalchemy as sa
+
+    from bitty.collect import CollectOptions, collect
+
+    spec_file = tmp_path / "testex.yaml"
+    spec_file.write_text(SPEC_TEXT.replace("idle_timeout: 5", "idle_timeout: 5\nconnection:\n  max_age: 1.0")
+                         .replace("timeout: 0.4", "timeout: 5").replace("trade_timeout: 0.8", "trade_timeout: 10"))
+    open_sockets: set[web.WebSocketResponse] = set()
+    spans: list[list[float]] = []
+    sent: list[int] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        span = [time.monotonic(), 0.0]
+        spans.append(span)
+        open_sockets.add(ws)
+        await drain(ws)
+        open_sockets.discard(ws)
+        span[1] = time.monotonic()
+        return ws
+
+    async def ticker() -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(0.01)
+            if open_sockets:
+                n += 1
+                sent.append(n)
+                for ws in list(open_sockets):
+                    if not ws.closed:
+                        await ws.send_json({**match(n), "time": f"2024-01-02T03:04:05.{n:06d}Z"})
+
+    async def main() -> tuple[Any, list[str]]:
+        async with serve(handler) as server:
+            tick = asyncio.create_task(ticker())
+            result = await collect(CollectOptions(
+                exchanges=[str(spec_file)], symbols=["BTC-USD"], url=server.url, db=f"sqlite:///{tmp_path}/h.db",
+                duration=1.6, progress_interval=3600, spill_dir=str(tmp_path / "spill")))
+            tick.cancel()
+        engine = sa.create_engine(f"sqlite:///{tmp_path}/h.db")
+        with engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(sa.text("select trade_id from trades order by cast(trade_id as integer)"))]
+            gaps = conn.execute(sa.text("select count(*) from gaps")).scalar_one()
+        engine.dispose()
+        return result, ids, gaps
+
+    result, ids, gaps = asyncio.run(main())
+    assert len(spans) == 2, spans
+    first, second = spans
+    assert second[0] < first[1], "the new connection must open before the old one closes"
+    numbers = [int(i) for i in ids]
+    assert numbers == list(range(numbers[0], numbers[-1] + 1)), "no trade may fall between the connections"
+    assert len(numbers) == len(set(numbers)) and result.duplicates > 0
+    assert gaps == 0
