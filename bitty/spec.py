@@ -180,6 +180,8 @@ def json_path(path: list[Any]) -> str:
     for step in path:
         if isinstance(step, int):
             out += f"[{step}]"
+        elif not isinstance(step, str):
+            out += f"[{step!r}]"
         elif step.replace("_", "").replace("-", "").isalnum():
             out += f".{step}"
         else:
