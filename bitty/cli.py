@@ -73,8 +73,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
         exchanges=args.exchanges, symbols=symbols, url=args.url, db=args.db, output=args.output,
         duration=args.duration, max_trades=args.max_trades, exchanges_dirs=args.exchanges_dir,
         progress_interval=args.progress_interval, spill_dir=args.spill_dir,
+        backfill=not args.no_backfill, rest_urls=dict(_pairs(args.rest_url, "--rest-url")),
     )
     return run(options)
+
+
+def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+    out = []
+    for value in values:
+        name, sep, url = value.partition("=")
+        if not sep or not name or not url:
+            raise BittyError(f"{option} {value!r}: expected EXCHANGE=URL")
+        out.append((name, url))
+    return out
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -204,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--max-trades", type=int, help="stop after this many trades received")
     p.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress lines")
+    p.add_argument("--no-backfill", action="store_true",
+                   help="record gaps but do not fetch their trades through the spec's rest.trades endpoint")
+    p.add_argument("--rest-url", action="append", default=[], metavar="EXCHANGE=URL",
+                   help="origin replacing an exchange's rest.trades URL (a local replay, a proxy); repeatable")
     p.add_argument("--spill-dir", default="bitty-spill",
                    help="folder for trades waiting while the database is away (default: ./bitty-spill)")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)

@@ -168,3 +168,9 @@ def test_demo_runs_offline(tmp_path: Path, capsys: object) -> None:
     store = Store(db)
     assert store.count() == sum(len(golden(n)) for n in ("coinbase", "binance", "kraken", "bitstamp"))
     store.close()
+
+
+def test_rest_url_option_is_checked(capsys: object) -> None:
+    """--rest-url takes EXCHANGE=URL; anything else is a clear error."""
+    assert main(["collect", "coinbase", "--rest-url", "http://127.0.0.1:1", "--duration", "1"]) == 1
+    assert "expected EXCHANGE=URL" in capsys.readouterr().err  # type: ignore[attr-defined]
