@@ -1,0 +1,1 @@
+"""Benchmarks for bitty: ``python -m bench`` (``--quick`` for a short run)."""
