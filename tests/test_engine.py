@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ from aiohttp import web
 from bitty.consumer import BaseConsumer
 from bitty.spec import load_spec
 from bitty.trade import Trade
-from tests.wsserver import Server, accept, drain, read_json, serve
+from tests.wsserver import Run, accept, drain, drive, feed_while_draining, read_json, run_for, serve
 
 SPEC = load_spec(Path(__file__).parent / "specs" / "positive" / "testex.yaml")
+
+
 
 
 def match(trade_id: int, symbol: str = "BTC-USD", side: str = "buy") -> dict[str, Any]:
@@ -26,16 +29,8 @@ def heartbeat(symbol: str, last: int) -> dict[str, Any]:
     return {"type": "heartbeat", "product_id": symbol, "last_trade_id": last}
 
 
-async def run_for(consumer: BaseConsumer, seconds: float) -> None:
-    task = asyncio.create_task(consumer.run())
-    await asyncio.sleep(seconds)
-    await consumer.stop()
-    await asyncio.wait_for(task, 5)
-
-
-def consumer_for(server: Server, symbols: list[str] | None = None, **kwargs: Any) -> BaseConsumer:
-    return BaseConsumer(symbols or ["BTC-USD", "ETH-USD"], url=server.url, spec=SPEC,
-                        backoff_initial=0.01, **kwargs)
+def against(handler: Any, seconds: float, **kwargs: Any) -> Run:
+    return drive(handler, seconds, SPEC, **kwargs)
 
 
 def test_subscribes_and_maps_trades() -> None:
@@ -53,18 +48,9 @@ def test_subscribes_and_maps_trades() -> None:
     async def on_async(trade: Trade) -> None:
         got_async.append(trade)
 
-    async def main() -> list[Trade]:
-        trades: list[Trade] = []
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            consumer.on_trade(trades.append)
-            consumer.on_trade(on_async)
-            await run_for(consumer, 0.3)
-        return trades
-
-    trades = asyncio.run(main())
+    run = against(handler, 0.3, setup=lambda consumer: consumer.on_trade(on_async))
     assert got == [{"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "id": 1}]
-    assert [(t.symbol, t.trade_id, t.side) for t in trades] == [("BTC-USD", "1", "buy"), ("ETH-USD", "2", "sell")]
+    assert [(t.symbol, t.trade_id, t.side) for t in run.trades] == [("BTC-USD", "1", "buy"), ("ETH-USD", "2", "sell")]
     assert len(got_async) == 2
 
 
@@ -81,18 +67,10 @@ def test_reconnects_and_resubscribes_after_server_drops() -> None:
             return ws
         return await drain(ws)
 
-    async def main() -> tuple[BaseConsumer, list[Trade], int]:
-        trades: list[Trade] = []
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            consumer.on_trade(trades.append)
-            await run_for(consumer, 0.3)  # shorter than heartbeat.timeout: only the drops count
-            return consumer, trades, server.connections
-
-    consumer, trades, connections = asyncio.run(main())
-    assert connections == 3 and consumer.stats.reconnects == 2
+    run = against(handler, 0.3)  # shorter than heartbeat.timeout: only the drops count
+    assert run.connections == 3 and run.consumer.stats.reconnects == 2
     assert len(subscribes) == 3
-    assert [t.trade_id for t in trades] == ["1", "2", "3"]
+    assert [t.trade_id for t in run.trades] == ["1", "2", "3"]
 
 
 def test_watchdog_restarts_when_heartbeats_stop() -> None:
@@ -102,15 +80,9 @@ def test_watchdog_restarts_when_heartbeats_stop() -> None:
         await read_json(ws)
         return await drain(ws)  # connected, but silent
 
-    async def main() -> tuple[BaseConsumer, int]:
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            await run_for(consumer, 1.2)
-            return consumer, server.connections
-
-    consumer, connections = asyncio.run(main())
-    assert connections >= 2
-    assert "no heartbeat" in consumer.stats.last_error
+    run = against(handler, 1.2)
+    assert run.connections >= 2
+    assert "no heartbeat" in run.consumer.stats.last_error
 
 
 def test_quiet_market_is_not_restarted() -> None:
@@ -120,21 +92,18 @@ def test_quiet_market_is_not_restarted() -> None:
         await read_json(ws)
         await ws.send_json(match(7))
         await ws.send_json(match(9, "ETH-USD"))
-        for _ in range(30):  # 1.5 s of heartbeats, no trades: well past trade_timeout (0.8 s)
-            await ws.send_json(heartbeat("BTC-USD", 7))
-            await ws.send_json(heartbeat("ETH-USD", 9))
-            await asyncio.sleep(0.05)
-        return await drain(ws)
 
-    async def main() -> tuple[BaseConsumer, int]:
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            await run_for(consumer, 1.5)
-            return consumer, server.connections
+        async def beat() -> None:  # heartbeats, no trades: well past trade_timeout (0.8 s)
+            while True:
+                await ws.send_json(heartbeat("BTC-USD", 7))
+                await ws.send_json(heartbeat("ETH-USD", 9))
+                await asyncio.sleep(0.05)
 
-    consumer, connections = asyncio.run(main())
-    assert connections == 1, consumer.stats.last_error
-    assert consumer.stats.reconnects == 0
+        return await feed_while_draining(ws, beat)
+
+    run = against(handler, 1.5)
+    assert run.connections == 1, run.consumer.stats.last_error
+    assert run.consumer.stats.reconnects == 0
 
 
 def test_quiet_symbol_before_any_trade_is_not_restarted() -> None:
@@ -142,18 +111,16 @@ def test_quiet_symbol_before_any_trade_is_not_restarted() -> None:
     async def handler(request: web.Request, n: int) -> web.StreamResponse:
         ws = await accept(request)
         await read_json(ws)
-        for _ in range(25):
-            await ws.send_json(heartbeat("BTC-USD", 500))
-            await ws.send_json(heartbeat("ETH-USD", 900))
-            await asyncio.sleep(0.05)
-        return await drain(ws)
 
-    async def main() -> int:
-        async with serve(handler) as server:
-            await run_for(consumer_for(server), 1.2)
-            return server.connections
+        async def beat() -> None:
+            while True:
+                await ws.send_json(heartbeat("BTC-USD", 500))
+                await ws.send_json(heartbeat("ETH-USD", 900))
+                await asyncio.sleep(0.05)
 
-    assert asyncio.run(main()) == 1
+        return await feed_while_draining(ws, beat)
+
+    assert against(handler, 1.2).connections == 1
 
 
 def test_heartbeat_showing_unseen_trades_restarts_that_symbol() -> None:
@@ -165,25 +132,16 @@ def test_heartbeat_showing_unseen_trades_restarts_that_symbol() -> None:
         await ws.send_json(match(20, "ETH-USD"))
 
         async def beat() -> None:
-            while not ws.closed:
+            while True:
                 await ws.send_json(heartbeat("BTC-USD", 10))
                 await ws.send_json(heartbeat("ETH-USD", 21))  # trade 21 never reached us
                 await asyncio.sleep(0.05)
 
-        task = asyncio.create_task(beat())
-        await drain(ws)
-        task.cancel()
-        return ws
+        return await feed_while_draining(ws, beat)
 
-    async def main() -> BaseConsumer:
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            await run_for(consumer, 0.9)
-            return consumer
-
-    consumer = asyncio.run(main())
-    assert consumer.stats.reconnects >= 1
-    assert consumer.stats.last_error.startswith("restarting: ETH-USD: heartbeat reports last trade 21")
+    run = against(handler, 0.9)
+    assert run.consumer.stats.reconnects >= 1
+    assert run.consumer.stats.last_error.startswith("restarting: ETH-USD: heartbeat reports last trade 21")
 
 
 def test_per_symbol_heartbeats_are_judged_separately() -> None:
@@ -191,19 +149,16 @@ def test_per_symbol_heartbeats_are_judged_separately() -> None:
     async def handler(request: web.Request, n: int) -> web.StreamResponse:
         ws = await accept(request)
         await read_json(ws)
-        for _ in range(20):
-            await ws.send_json(heartbeat("BTC-USD", 1))
-            await asyncio.sleep(0.05)
-        return await drain(ws)
 
-    async def main() -> BaseConsumer:
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            await run_for(consumer, 0.8)
-            return consumer
+        async def beat() -> None:
+            while True:
+                await ws.send_json(heartbeat("BTC-USD", 1))
+                await asyncio.sleep(0.05)
 
-    consumer = asyncio.run(main())
-    assert "ETH-USD: no heartbeat" in consumer.stats.last_error
+        return await feed_while_draining(ws, beat)
+
+    run = against(handler, 0.8)
+    assert "ETH-USD: no heartbeat" in run.consumer.stats.last_error
 
 
 def test_server_ping_is_answered_with_its_values() -> None:
@@ -217,11 +172,7 @@ def test_server_ping_is_answered_with_its_values() -> None:
         replies.append(await read_json(ws))
         return await drain(ws)
 
-    async def main() -> None:
-        async with serve(handler) as server:
-            await run_for(consumer_for(server), 0.3)
-
-    asyncio.run(main())
+    against(handler, 0.3)
     assert replies == [{"type": "pong", "echo": 42}]
 
 
@@ -235,8 +186,8 @@ def test_fatal_exchange_error_stops_without_retrying() -> None:
 
     async def main() -> tuple[BaseConsumer, int]:
         async with serve(handler) as server:
-            consumer = consumer_for(server)
-            await asyncio.wait_for(consumer.run(), 5)
+            consumer = BaseConsumer(["BTC-USD"], url=server.url, spec=SPEC, backoff_initial=0.01)
+            await asyncio.wait_for(consumer.run(), 5)  # returns by itself
             return consumer, server.connections
 
     consumer, connections = asyncio.run(main())
@@ -256,15 +207,9 @@ def test_handshake_429_honours_retry_after() -> None:
         await read_json(ws)
         return await drain(ws)
 
-    async def main() -> BaseConsumer:
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            await run_for(consumer, 1.0)
-            return consumer
-
-    consumer = asyncio.run(main())
+    run = against(handler, 1.0)
     assert len(times) >= 2 and times[1] - times[0] >= 0.5
-    assert consumer.stats.connects >= 1
+    assert run.consumer.stats.connects >= 1
 
 
 def test_garbage_frames_are_quarantined_and_the_stream_goes_on() -> None:
@@ -280,23 +225,13 @@ def test_garbage_frames_are_quarantined_and_the_stream_goes_on() -> None:
         await ws.send_json(match(3))
         return await drain(ws)
 
-    async def main() -> tuple[BaseConsumer, list[Trade], list[Any]]:
-        trades: list[Trade] = []
-        quarantined: list[Any] = []
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            consumer.on_trade(trades.append)
-            consumer.on_quarantine(quarantined.append)
-            await run_for(consumer, 0.3)
-            return consumer, trades, quarantined
-
-    consumer, trades, quarantined = asyncio.run(main())
-    assert [t.trade_id for t in trades] == ["3"]
-    reasons = [q.reason for q in quarantined]
-    assert len(reasons) == 5 and consumer.stats.reconnects == 0
+    run = against(handler, 0.3)
+    assert [t.trade_id for t in run.trades] == ["3"]
+    reasons = [q.reason for q in run.quarantined]
+    assert len(reasons) == 5 and run.consumer.stats.reconnects == 0
     assert any("price is missing or not a positive number" in r for r in reasons)
     assert any("side is not buy or sell" in r for r in reasons)
-    assert all(q.exchange == "testex" and q.frame for q in quarantined)
+    assert all(q.exchange == "testex" and q.frame for q in run.quarantined)
 
 
 class LegacyConsumer(BaseConsumer):
@@ -313,11 +248,9 @@ class LegacyConsumer(BaseConsumer):
         return {"type": "heartbeat", "on": True}
 
     def process_message(self, message: str | bytes) -> dict[str, Any] | None:
-        import json
-
         data = json.loads(message)
         if data.get("type") in ("match", "heartbeat"):
-            return data
+            return data  # type: ignore[no-any-return]
         return None
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+
+from bitty.consumer import BaseConsumer
+from bitty.spec import Spec
+from bitty.trade import Quarantined, Trade
 
 Handler = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
 
@@ -56,3 +62,45 @@ async def drain(ws: web.WebSocketResponse) -> web.WebSocketResponse:
     async for _ in ws:
         pass
     return ws
+
+
+async def feed_while_draining(ws: web.WebSocketResponse, feed: Callable[[], Awaitable[None]]) -> web.WebSocketResponse:
+    """Run ``feed`` (frames sent on a schedule) while reading, as a real server does, until the client leaves."""
+    task = asyncio.create_task(feed())
+    await drain(ws)
+    task.cancel()
+    return ws
+
+
+@dataclasses.dataclass
+class Run:
+    consumer: BaseConsumer
+    connections: int = 0
+    trades: list[Trade] = dataclasses.field(default_factory=list)
+    quarantined: list[Quarantined] = dataclasses.field(default_factory=list)
+
+
+async def run_for(consumer: BaseConsumer, seconds: float) -> None:
+    task = asyncio.create_task(consumer.run())
+    await asyncio.sleep(seconds)
+    await consumer.stop()
+    await asyncio.wait_for(task, 5)
+
+
+def drive(handler: Handler, seconds: float, spec: Spec, symbols: list[str] | None = None,
+          setup: Callable[[BaseConsumer], None] | None = None, **kwargs: Any) -> Run:
+    """Serve ``handler``, run a consumer of ``spec`` against it for ``seconds``, and report."""
+    async def main() -> Run:
+        async with serve(handler) as server:
+            consumer = BaseConsumer(symbols or ["BTC-USD", "ETH-USD"], url=server.url, spec=spec,
+                                    backoff_initial=0.01, **kwargs)
+            run = Run(consumer)
+            consumer.on_trade(run.trades.append)
+            consumer.on_quarantine(run.quarantined.append)
+            if setup is not None:
+                setup(consumer)
+            await run_for(consumer, seconds)
+            run.connections = server.connections
+            return run
+
+    return asyncio.run(main())

@@ -12,9 +12,8 @@ from aiohttp import web
 
 from bitty.consumer import BaseConsumer
 from bitty.spec import load_spec, parse_spec
-from bitty.trade import Quarantined, Trade
-from tests.test_engine import SPEC, consumer_for, heartbeat, match, run_for
-from tests.wsserver import accept, drain, read_json, serve
+from tests.test_engine import SPEC, heartbeat, match
+from tests.wsserver import Run, accept, drain, drive, feed_while_draining, read_json, run_for, serve
 
 SPEC_TEXT = (Path(__file__).parent.parent / "specs" / "positive" / "testex.yaml").read_text()
 
@@ -27,17 +26,9 @@ def spec_with(**replacements: str) -> Any:
     return parse_spec(text, Path("testex.yaml"))
 
 
-def collect(server_url: str, seconds: float, spec: Any = SPEC) -> tuple[BaseConsumer, list[Trade], list[Quarantined]]:
-    async def main() -> tuple[BaseConsumer, list[Trade], list[Quarantined]]:
-        trades: list[Trade] = []
-        bad: list[Quarantined] = []
-        consumer = BaseConsumer(["BTC-USD", "ETH-USD"], url=server_url, spec=spec, backoff_initial=0.01)
-        consumer.on_trade(trades.append)
-        consumer.on_quarantine(bad.append)
-        await run_for(consumer, seconds)
-        return consumer, trades, bad
-
-    return asyncio.run(main())
+def against(handler: Any, seconds: float, spec: Any = SPEC, **kwargs: Any) -> Run:
+    """Run a consumer of ``spec`` (testex by default) against ``handler`` for ``seconds``."""
+    return drive(handler, seconds, spec, **kwargs)
 
 
 def test_tcp_reset_reconnects() -> None:
@@ -53,17 +44,9 @@ def test_tcp_reset_reconnects() -> None:
             return ws
         return await drain(ws)
 
-    async def main() -> tuple[BaseConsumer, list[Trade], int]:
-        trades: list[Trade] = []
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            consumer.on_trade(trades.append)
-            await run_for(consumer, 0.35)
-            return consumer, trades, server.connections
-
-    consumer, trades, connections = asyncio.run(main())
-    assert connections == 2 and [t.trade_id for t in trades] == ["1", "2"]
-    assert "server closed the connection (code 1006)" in consumer.stats.last_error
+    run = against(handler, 0.35)
+    assert run.connections == 2 and [t.trade_id for t in run.trades] == ["1", "2"]
+    assert "server closed the connection (code 1006)" in run.consumer.stats.last_error
 
 
 def test_stalled_connection_is_reopened_after_idle_timeout() -> None:
@@ -76,14 +59,8 @@ def test_stalled_connection_is_reopened_after_idle_timeout() -> None:
         await read_json(ws)
         return await drain(ws)
 
-    async def main() -> tuple[BaseConsumer, int]:
-        async with serve(handler) as server:
-            consumer = BaseConsumer(["BTC-USD"], url=server.url, spec=spec, backoff_initial=0.01)
-            await run_for(consumer, 0.8)
-            return consumer, server.connections
-
-    consumer, connections = asyncio.run(main())
-    assert connections >= 2 and "no frame for 0.3s" in consumer.stats.last_error
+    run = against(handler, 0.8, spec, symbols=["BTC-USD"])
+    assert run.connections >= 2 and "no frame for 0.3s" in run.consumer.stats.last_error
 
 
 def test_dead_subscription_with_live_pings_is_restarted() -> None:
@@ -101,19 +78,10 @@ def test_dead_subscription_with_live_pings_is_restarted() -> None:
                 await ws.ping()
                 await asyncio.sleep(0.05)
 
-        task = asyncio.create_task(pings())
-        await drain(ws)
-        task.cancel()
-        return ws
+        return await feed_while_draining(ws, pings)
 
-    async def main() -> BaseConsumer:
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            await run_for(consumer, 1.0)
-            return consumer
-
-    consumer = asyncio.run(main())
-    assert consumer.stats.reconnects >= 1 and "no heartbeat" in consumer.stats.last_error
+    run = against(handler, 1.0)
+    assert run.consumer.stats.reconnects >= 1 and "no heartbeat" in run.consumer.stats.last_error
 
 
 def test_handshake_503_backs_off_and_recovers() -> None:
@@ -129,17 +97,9 @@ def test_handshake_503_backs_off_and_recovers() -> None:
         await ws.send_json(match(1))
         return await drain(ws)
 
-    async def main() -> tuple[BaseConsumer, list[Trade]]:
-        trades: list[Trade] = []
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            consumer.on_trade(trades.append)
-            await run_for(consumer, 1.0)
-            return consumer, trades
-
-    _, trades = asyncio.run(main())
+    run = against(handler, 1.0)
     assert len(times) >= 3 and times[1] - times[0] >= 0.2 and times[2] - times[1] >= 0.2
-    assert trades and {t.trade_id for t in trades} == {"1"}
+    assert run.trades and {t.trade_id for t in run.trades} == {"1"}
 
 
 def test_oversized_frame_closes_and_reconnects_with_a_clear_error() -> None:
@@ -154,17 +114,9 @@ def test_oversized_frame_closes_and_reconnects_with_a_clear_error() -> None:
         await ws.send_json(match(n))
         return await drain(ws)
 
-    async def main() -> tuple[BaseConsumer, list[Trade], int]:
-        trades: list[Trade] = []
-        async with serve(handler) as server:
-            consumer = BaseConsumer(["BTC-USD", "ETH-USD"], url=server.url, spec=spec, backoff_initial=0.01)
-            consumer.on_trade(trades.append)
-            await run_for(consumer, 0.35)
-            return consumer, trades, server.connections
-
-    consumer, trades, connections = asyncio.run(main())
-    assert connections >= 2 and "2" in [t.trade_id for t in trades]
-    assert "FrameTooLarge" in consumer.stats.last_error or "too big" in consumer.stats.last_error.lower()
+    run = against(handler, 0.35, spec)
+    assert run.connections >= 2 and "2" in [t.trade_id for t in run.trades]
+    assert "frame over connection.max_frame_bytes" in run.consumer.stats.last_error
 
 
 def test_decompression_bomb_is_quarantined_not_inflated() -> None:
@@ -182,20 +134,10 @@ def test_decompression_bomb_is_quarantined_not_inflated() -> None:
                                           b'"size":"2","side":"buy","time":"2024-01-01T00:00:00Z"}'))
         return await drain(ws)
 
-    async def main() -> tuple[list[Trade], list[Quarantined]]:
-        trades: list[Trade] = []
-        bad: list[Quarantined] = []
-        async with serve(handler) as server:
-            consumer = BaseConsumer(["BTC-USD", "ETH-USD"], url=server.url, spec=spec, backoff_initial=0.01)
-            consumer.on_trade(trades.append)
-            consumer.on_quarantine(bad.append)
-            await run_for(consumer, 0.5)
-        return trades, bad
-
-    trades, bad = asyncio.run(main())
-    assert [t.trade_id for t in trades] == ["5"]
-    assert len(bad) == 1 and "decompresses to more than 65536 bytes" in bad[0].reason
-    assert len(bad[0].frame) < 10_000
+    run = against(handler, 0.5, spec)
+    assert [t.trade_id for t in run.trades] == ["5"]
+    assert len(run.quarantined) == 1 and "decompresses to more than 65536 bytes" in run.quarantined[0].reason
+    assert len(run.quarantined[0].frame) < 10_000
 
 
 def test_exchange_reconnect_notice_reconnects_at_once() -> None:
@@ -211,17 +153,9 @@ def test_exchange_reconnect_notice_reconnects_at_once() -> None:
             await ws.send_json({"type": "reconnect", "reason": "maintenance in 60s"})
         return await drain(ws)
 
-    async def main() -> tuple[BaseConsumer, list[Trade], int]:
-        trades: list[Trade] = []
-        async with serve(handler) as server:
-            consumer = BaseConsumer(["BTC-USD", "ETH-USD"], url=server.url, spec=spec, backoff_initial=0.01)
-            consumer.on_trade(trades.append)
-            await run_for(consumer, 0.3)
-            return consumer, trades, server.connections
-
-    consumer, trades, connections = asyncio.run(main())
-    assert connections == 2 and [t.trade_id for t in trades] == ["1", "2"]
-    assert "announced a disconnect: maintenance in 60s" in consumer.stats.last_error
+    run = against(handler, 0.3, spec)
+    assert run.connections == 2 and [t.trade_id for t in run.trades] == ["1", "2"]
+    assert "announced a disconnect: maintenance in 60s" in run.consumer.stats.last_error
 
 
 def test_exchange_error_that_is_not_fatal_keeps_the_stream() -> None:
@@ -233,16 +167,8 @@ def test_exchange_error_that_is_not_fatal_keeps_the_stream() -> None:
         await ws.send_json(match(1))
         return await drain(ws)
 
-    async def main() -> tuple[BaseConsumer, list[Trade], int]:
-        trades: list[Trade] = []
-        async with serve(handler) as server:
-            consumer = consumer_for(server)
-            consumer.on_trade(trades.append)
-            await run_for(consumer, 0.3)
-            return consumer, trades, server.connections
-
-    consumer, trades, connections = asyncio.run(main())
-    assert connections == 1 and consumer.stats.exchange_errors == 1 and len(trades) == 1
+    run = against(handler, 0.3)
+    assert run.connections == 1 and run.consumer.stats.exchange_errors == 1 and len(run.trades) == 1
 
 
 def test_bundled_spec_loads() -> None:
