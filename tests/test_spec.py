@@ -107,13 +107,16 @@ def test_user_spec_overrides_bundled(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert files["binance"].parent == EXCHANGES
 
 
-def test_readme_spec_reference_is_current() -> None:
-    """The README's spec reference is what the schema generates (run `python -m bitty.docs`)."""
-    from bitty.docs import END, START, render
+def test_readme_generated_sections_are_current() -> None:
+    """The README's spec reference and exchange table are what the schema and the bundled specs
+    generate (run `python -m bitty.docs`)."""
+    from bitty.docs import END, EXCHANGES_END, EXCHANGES_START, START, bundled_specs, render, render_exchanges
     from tests.conftest import ROOT
 
     text = (ROOT / "README.md").read_text()
     assert text.split(START, 1)[1].split(END, 1)[0].strip() == render().strip()
+    exchanges = text.split(EXCHANGES_START, 1)[1].split(EXCHANGES_END, 1)[0].strip()
+    assert exchanges == render_exchanges(bundled_specs()).strip()
 
 
 def test_readme_walkthrough_spec_is_valid(tmp_path: Path) -> None:
