@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -139,6 +140,7 @@ class BaseConsumer:
         self._bootstrap: Any = None
         self._liveness: Liveness | None = None
         self._restart_reason: str | None = None
+        self._last_frame_at = 0.0
         self._fast_path = spec is not None and type(self).process_message is BaseConsumer.process_message
         self._keepalive_interval: float | None = spec.keepalive.interval if spec and spec.keepalive else None
 
@@ -188,7 +190,7 @@ class BaseConsumer:
             self._call(callback, msg)
 
     def _call(self, callback: Callable[[Any], Any], arg: Any) -> None:
-        if inspect.iscoroutinefunction(callback):
+        if _is_async(callback):
             task = asyncio.get_running_loop().create_task(callback(arg))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
@@ -355,7 +357,7 @@ class BaseConsumer:
         logger.info("%s : connecting to %s", self.consumer_id, url)
         try:
             ws = await asyncio.wait_for(session.ws_connect(
-                url, max_msg_size=max_size, headers=headers, autoping=True,
+                url, max_msg_size=max_size, headers=headers, autoping=False,
                 timeout=aiohttp.ClientWSTimeout(ws_close=2)), timeout=self.connect_timeout)
         except TimeoutError:
             raise ConnectError(f"no websocket handshake within {self.connect_timeout:g}s") from None
@@ -443,13 +445,15 @@ class BaseConsumer:
         assert self._liveness is not None
         timeouts = [t for t in (self.heartbeat_timeout if self.enable_heartbeat else None,
                                 self._liveness.trade_timeout) if t]
-        tick = max(0.05, min(timeouts) / 4) if timeouts else 1.0
+        tick = max(0.05, min([*timeouts, self.idle_timeout]) / 4)
         max_age = self.spec.max_age if self.spec and not self.handover else None
         opened = time.monotonic()
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
             reason = self._liveness.check(now)
+            if reason is None and now - self._last_frame_at > self.idle_timeout:
+                reason = f"no frame for {self.idle_timeout:g}s"
             if reason is None and max_age and now - opened > max_age - min(60.0, max_age / 10):
                 reason = f"connection is {now - opened:.0f}s old; the exchange closes it at {max_age:g}s"
             if reason is not None:
@@ -458,18 +462,20 @@ class BaseConsumer:
                 return
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        # No per-receive timeout (it costs a timer per frame): the watchdog checks
+        # _last_frame_at against idle_timeout. Protocol pings count as frames.
+        self._last_frame_at = time.monotonic()
         while True:
-            try:
-                msg = await ws.receive(timeout=self.idle_timeout)
-            except TimeoutError:
-                self._restart_reason = f"no frame for {self.idle_timeout:g}s"
-                return
+            msg = await ws.receive()
+            self._last_frame_at = time.monotonic()
             if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 self.stats.frames += 1
                 self._emit_raw("recv", msg.data)
                 replies = self.on_message(msg.data)
                 for reply in replies or ():
                     await self._send(ws, reply)
+            elif msg.type == aiohttp.WSMsgType.PING:
+                await ws.pong(msg.data)
             elif msg.type == aiohttp.WSMsgType.ERROR:
                 error = msg.data if isinstance(msg.data, BaseException) else ws.exception()
                 if isinstance(error, aiohttp.WebSocketError) and error.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
@@ -590,6 +596,12 @@ class BaseConsumer:
                 self._dispatch_trades(Outcome("trade", trades=[trade]), data)
             elif msg_type == "error":
                 logger.warning("%s : dropping message %s", self.consumer_id, msg)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_async(callback: Callable[[Any], Any]) -> bool:
+    """Whether a callback is a coroutine function (asked once per callback, not per trade)."""
+    return inspect.iscoroutinefunction(callback)
 
 
 def _trade_from_dict(exchange: str, msg: dict[str, Any]) -> Trade | None:

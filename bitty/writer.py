@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,10 +68,12 @@ class Writer:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def put(self, trade: Trade) -> None:
-        self._trades.append(trade)
+        trades = self._trades
+        trades.append(trade)
         self.stats.received += 1
-        self._exchange(trade.exchange).received += 1
-        if len(self._trades) >= self.batch_size:
+        per = self.per_exchange.get(trade.exchange) or self._exchange(trade.exchange)
+        per.received += 1
+        if len(trades) >= self.batch_size:
             self._wake.set()
             if len(self._trades) >= self.max_pending:
                 self._spill(len(self._trades) // 2)
@@ -159,12 +161,11 @@ class Writer:
     def _count(self, batch: list[Trade], stored: list[Trade]) -> None:
         self.stats.stored += len(stored)
         self.stats.duplicates += len(batch) - len(stored)
-        for trade in batch:
-            self._exchange(trade.exchange).duplicates += 1
-        for trade in stored:
-            per = self._exchange(trade.exchange)
-            per.duplicates -= 1
-            per.stored += 1
+        new = Counter(t.exchange for t in stored)
+        for exchange, total in Counter(t.exchange for t in batch).items():
+            per = self._exchange(exchange)
+            per.stored += new[exchange]
+            per.duplicates += total - new[exchange]
         if self.on_stored is not None and stored:
             self.on_stored(stored)
 

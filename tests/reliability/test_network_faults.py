@@ -257,3 +257,32 @@ def test_forced_disconnect_is_handed_over_without_loss_or_duplicates(tmp_path: P
     assert numbers == list(range(numbers[0], numbers[-1] + 1)), "no trade may fall between the connections"
     assert len(numbers) == len(set(numbers)) and result.duplicates > 0
     assert gaps == 0
+
+
+def test_protocol_pings_keep_a_quiet_connection_alive() -> None:
+    """Websocket pings (answered with pongs) count as traffic: a quiet feed that the server keeps
+    pinging is not mistaken for a stall."""
+    spec = spec_with(**{"idle_timeout: 5": "idle_timeout: 0.3", "timeout: 0.4": "timeout: 2",
+                        "trade_timeout: 0.8": "trade_timeout: 10"})
+    pongs: list[bytes] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await read_json(ws)
+
+        async def ping() -> None:
+            for i in range(12):
+                await ws.ping(str(i).encode())
+                await asyncio.sleep(0.1)
+
+        task = asyncio.create_task(ping())
+        async for msg in ws:
+            if msg.type == web.WSMsgType.PONG:
+                pongs.append(msg.data)
+        task.cancel()
+        return ws
+
+    run = against(handler, 1.0, spec, symbols=["BTC-USD"])
+    assert run.connections == 1, run.consumer.stats.last_error
+    assert len(pongs) >= 8
