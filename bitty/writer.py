@@ -45,7 +45,7 @@ class WriterStats:
 
 class Writer:
     def __init__(self, store: Store, batch_size: int = 1000, flush_interval: float = 0.2,
-                 on_stored: Callable[[list[Trade]], Any] | None = None, max_pending: int = 500_000,
+                 on_stored: Callable[[list[Trade]], Any] | None = None, max_pending: int = 200_000,
                  spill_dir: Path | None = None, close_timeout: float = 30.0) -> None:
         self.store = store
         self.batch_size = batch_size
