@@ -1,4 +1,5 @@
-"""Loading exchange specs: YAML -> schema check -> semantic checks -> frozen, compiled ``Spec``.
+"""Loading exchange specs: YAML -> schema check (``bitty.schema``) -> semantic checks -> the
+frozen, compiled ``Spec`` of ``bitty.model``.
 
 This is the one loader: ``bitty validate`` and ``bitty collect`` both call ``load_spec``. Every
 problem is collected (not just the first) and located at ``file:line:col`` through the node marks
@@ -9,279 +10,33 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from bitty import paths
 from bitty.errors import Problem, SpecError
 from bitty.expr import Expr, ExpressionError, compile_expression
+from bitty.model import (
+    CONNECTION_VARS,
+    REST_TRADES_VARS,
+    TRADE_FIELDS,
+    Bootstrap,
+    Heartbeat,
+    Keepalive,
+    MessageKind,
+    Pong,
+    RestTrades,
+    Spec,
+    Subscribe,
+    SymbolList,
+)
+from bitty.schema import Report, locate, schema, shape_problems
 from bitty.symbols import SymbolRules
 from bitty.template import Template
 
-TRADE_FIELDS = ("symbol", "trade_id", "price", "size", "side", "time")
-CONNECTION_VARS = {"symbols", "id", "now_ms", "now_s", "connect_id", "bootstrap"}
-
-
-@dataclass(frozen=True)
-class MessageKind:
-    name: str
-    type: str  # trade | ignore | error | channel | reconnect
-    match: Expr
-    records: Expr | None = None
-    channel: Expr | None = None
-    fields: tuple[tuple[str, Expr], ...] = ()
-    symbol: Expr | None = None
-    message: Expr | None = None
-    fatal: bool = False
-    log: str = "debug"
-
-
-@dataclass(frozen=True)
-class Subscribe:
-    per: str
-    batch_size: int | None
-    messages: tuple[Template, ...]
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    match: Expr
-    timeout: float
-    messages: tuple[Template, ...] = ()
-    symbol: Expr | None = None
-    channel: Expr | None = None
-    last_trade_id: Expr | None = None
-    trades_count: bool = False
-
-
-@dataclass(frozen=True)
-class Keepalive:
-    interval: float
-    message: Template
-
-
-@dataclass(frozen=True)
-class Pong:
-    match: Expr
-    reply: Template
-
-
-@dataclass(frozen=True)
-class Bootstrap:
-    url: Template
-    method: str
-    keepalive_interval: Expr | None
-
-
-@dataclass(frozen=True)
-class SymbolList:
-    url: str
-    records: Expr
-    native: Expr
-    base: Expr | None
-    quote: Expr | None
-    filter: Expr | None
-
-
-@dataclass(frozen=True)
-class RestTrades:
-    """``rest.trades``: the endpoint gaps are backfilled from (see bitty/backfill.py)."""
-
-    url: Template
-    records: Expr
-    fields: tuple[tuple[str, Expr], ...]
-    error: Expr | None = None
-    paginate: str = "none"  # none | id | time | cursor
-    cursor: Expr | None = None
-    page_size: int | None = None
-    max_pages: int = 100
-    per_second: float = 1.0
-    retries: int = 5
-
-
-REST_TRADES_VARS = {"symbol", "after_id", "from_id", "to_id", "from_s", "from_ms", "from_ns", "to_s", "to_ms", "cursor"}
-
-
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    version: int
-    path: Path
-    url: Template
-    symbols: SymbolRules
-    default_symbols: tuple[str, ...]
-    subscribe: Subscribe
-    messages: tuple[MessageKind, ...]
-    heartbeat: Heartbeat | None = None
-    trade_timeout: float | None = None
-    idle_timeout: float = 60.0
-    keepalive: Keepalive | None = None
-    pong: Pong | None = None
-    compression: str = "auto"
-    bootstrap: Bootstrap | None = None
-    symbol_list: SymbolList | None = None
-    max_symbols: int | None = None
-    max_frame_bytes: int = 4 * 1024 * 1024
-    messages_per_second: float | None = None
-    max_age: float | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    hooks: str | None = None
-    description: str = ""
-    docs: str = ""
-    trade_ids: str = "opaque"  # opaque | sequential
-    rest_trades: RestTrades | None = None
-
-    def hooks_class(self) -> type:
-        """The spec's hooks class (imported on first use), or the no-op default."""
-        from bitty.hooks import Hooks, import_hooks
-
-        return import_hooks(self.hooks) if self.hooks else Hooks
-
-
-# --- locating paths in the YAML source ------------------------------------------------------
-
-
-class _Locator:
-    """Maps a JSON path (list of keys/indexes) to the line and column of its YAML node."""
-
-    def __init__(self, root: yaml.Node | None) -> None:
-        self.root = root
-
-    def node(self, path: list[Any], key: bool = False) -> yaml.Node | None:
-        node = self.root
-        for i, step in enumerate(path):
-            if isinstance(node, yaml.MappingNode):
-                for k, v in node.value:
-                    if k.value == step:
-                        node = k if key and i == len(path) - 1 else v
-                        break
-                else:
-                    return node
-            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
-                node = node.value[step]
-            else:
-                return node
-        return node
-
-    def where(self, path: list[Any], key: bool = False) -> tuple[int, int]:
-        node = self.node(path, key)
-        if node is None:
-            return 1, 1
-        return node.start_mark.line + 1, node.start_mark.column + 1
-
-
-def json_path(path: list[Any]) -> str:
-    out = "$"
-    for step in path:
-        if isinstance(step, int):
-            out += f"[{step}]"
-        elif not isinstance(step, str):
-            out += f"[{step!r}]"
-        elif step.replace("_", "").replace("-", "").isalnum():
-            out += f".{step}"
-        else:
-            out += f"[{step!r}]"
-    return out
-
-
-class _Report:
-    def __init__(self, file: str, locator: _Locator) -> None:
-        self.file = file
-        self.locator = locator
-        self.problems: list[Problem] = []
-
-    def add(self, path: list[Any], message: str, key: bool = False) -> None:
-        line, col = self.locator.where(path, key)
-        self.problems.append(Problem(self.file, line, col, json_path(path), message))
-
-
-# --- schema -----------------------------------------------------------------------------------
-
-_validator: jsonschema.protocols.Validator | None = None
-
-
-def schema() -> dict[str, Any]:
-    return validator().schema
-
-
-def validator() -> jsonschema.protocols.Validator:
-    global _validator
-    if _validator is None:
-        import json
-
-        document = json.loads(paths.schema_file().read_text())
-        cls = jsonschema.validators.validator_for(document)
-        cls.check_schema(document)
-        _validator = cls(document)
-    return _validator
-
-
-def _schema_at(path: list[Any]) -> dict[str, Any] | None:
-    """The schema node describing the object at ``path`` (for 'did you mean' suggestions)."""
-    root = schema()
-    node: dict[str, Any] | None = root
-    for step in path:
-        if node is None:
-            return None
-        node = _resolve(root, node)
-        if isinstance(step, int):
-            node = node.get("items")
-        elif step in node.get("properties", {}):
-            node = node["properties"][step]
-        elif isinstance(node.get("additionalProperties"), dict):
-            node = node["additionalProperties"]
-        else:
-            return None
-    return _resolve(root, node) if node is not None else None
-
-
-def _resolve(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in node:
-        name = node["$ref"].rsplit("/", 1)[-1]
-        merged = dict(root["$defs"][name])
-        node = merged
-    return node
-
-
-def _schema_problems(data: Any, report: _Report) -> None:
-    errors = sorted(validator().iter_errors(data), key=lambda e: (list(e.absolute_path), e.message))
-    for error in errors:
-        for path, message, at_key in _explain(error, data):
-            report.add(path, message, key=at_key)
-
-
-def _explain(error: jsonschema.ValidationError, data: Any) -> Iterator[tuple[list[Any], str, bool]]:
-    path = list(error.absolute_path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
-        for key in error.instance:
-            if key in allowed:
-                continue
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            expected = f"; expected one of: {', '.join(sorted(allowed))}" if not close else ""
-            yield path + [key], f"unknown key {key!r}{hint}{expected}", True
-        return
-    if error.validator == "required" and isinstance(error.instance, dict):
-        missing = error.message.split("'")[1] if "'" in error.message else error.message
-        yield path, f"missing required key {missing!r}", False
-        return
-    if error.validator == "enum":
-        options = ", ".join(repr(o) for o in error.validator_value)
-        yield path, f"{error.instance!r} is not one of {options}", False
-        return
-    if error.validator == "const":
-        return  # reported through the message kind's `type` enum
-    if error.validator == "pattern":
-        description = error.schema.get("description", "")
-        yield path, f"{error.instance!r} does not match {error.validator_value!r}. {description}".strip(), False
-        return
-    yield path, error.message, False
+__all__ = ["MessageKind", "RestTrades", "Spec", "find_spec", "load_spec", "parse_spec", "schema", "spec_files"]
 
 
 # --- building ---------------------------------------------------------------------------------
@@ -290,7 +45,7 @@ def _explain(error: jsonschema.ValidationError, data: Any) -> Iterator[tuple[lis
 class _Builder:
     """Compiles the raw (schema-valid) mapping, recording every semantic problem."""
 
-    def __init__(self, raw: dict[str, Any], report: _Report, shape_ok: bool = True) -> None:
+    def __init__(self, raw: dict[str, Any], report: Report, shape_ok: bool = True) -> None:
         self.raw = raw
         self.report = report
         # Cross-field checks on a spec whose shape is wrong would only echo the shape errors.
@@ -578,11 +333,11 @@ def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError([Problem(file, line, col, "$", f"invalid YAML: {problem}")]) from None
-    report = _Report(file, _Locator(root))
+    report = locate(file, root)
     if not isinstance(data, dict):
         report.add([], f"a spec is a mapping, not {type(data).__name__}")
         raise SpecError(report.problems)
-    _schema_problems(data, report)
+    shape_problems(data, report)
     shape_ok = not report.problems
     try:
         spec = _Builder(data, report, shape_ok).build(path)
