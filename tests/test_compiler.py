@@ -261,3 +261,17 @@ def test_deep_expressions_still_agree() -> None:
     expr = compile_expression(source)
     assert expr.fn({"a250": 5}) == jmespath.search(source, {"a250": 5}, options=OPTIONS) == 5
     assert expr.fn({}) == "end"
+
+
+
+def test_identifiers_and_literals_never_become_code(tmp_path: Path) -> None:
+    """A quoted identifier or literal that looks like Python stays data in the compiled function."""
+    from bitty.expr import compile_expression
+
+    marker = tmp_path / "pwned"
+    code = "'); __import__('pathlib').Path('" + str(marker) + "').touch() #"
+    quoted = code.replace("\\", "\\\\").replace('"', '\\"')
+    expression = compile_expression('"' + quoted + '" || `"' + quoted + '"`')
+    assert expression.fn({}) == code
+    assert expression.fn({code: 5}) == 5
+    assert not marker.exists()
