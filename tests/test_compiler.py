@@ -269,7 +269,7 @@ def test_identifiers_and_literals_never_become_code(tmp_path: Path) -> None:
     from bitty.expr import compile_expression
 
     marker = tmp_path / "pwned"
-    code = "'); __import__('pathlib').Path('" + str(marker) + "').touch() #"
+    code = "\"]'); __import__('pathlib').Path('" + str(marker) + "').touch() #"
     quoted = code.replace("\\", "\\\\").replace('"', '\\"')
     expression = compile_expression('"' + quoted + '" || `"' + quoted + '"`')
     assert expression.fn({}) == code
