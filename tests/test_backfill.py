@@ -20,6 +20,7 @@ from bitty.backfill import Backfiller, Result, Window
 from bitty.functions import iso_time
 from bitty.spec import load_spec
 from tests.conftest import EXCHANGES
+from tests.wsserver import serve
 
 CASES = sorted(p.parent.parent.name for p in (EXCHANGES / "fixtures").glob("*/rest/case.json"))
 
@@ -44,17 +45,11 @@ class RestServer:
 
 @asynccontextmanager
 async def rest_server(server: RestServer) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async def handle(request: web.Request, n: int) -> web.StreamResponse:
+        return await server.handle(request)
+
+    async with serve(handle) as local:
+        yield local.url.replace("ws://", "http://")
 
 
 async def backfill(name: str, case: dict[str, Any], page_size: int | None = None) -> tuple[Result, RestServer, list[float]]:
