@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -54,6 +55,25 @@ def serve_in_thread(session: Path, **kwargs: object) -> tuple[str, object]:
         thread.join(5)
 
     return str(box["url"]), stop
+
+
+def start_collector(*args: str) -> subprocess.Popen[str]:
+    """`python -m bitty.collect ARGS` in a subprocess, logging at info level to a pipe."""
+    return subprocess.Popen([sys.executable, "-m", "bitty.collect", *args], cwd=ROOT, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "LOG_LEVEL": "info"})
+
+
+def read_log_until(proc: subprocess.Popen[str], done: Callable[[str], bool], seconds: float = 20) -> list[str]:
+    """The collector's log lines up to the first for which ``done`` is true (or the deadline)."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if done(line) or not line:
+            break
+    return lines
 
 
 def test_collect_into_sqlite_with_jsonl_output(tmp_path: Path, capsys: object) -> None:
@@ -114,21 +134,9 @@ def test_sigterm_flushes_everything_received(tmp_path: Path) -> None:
     """SIGTERM during collection exits 0 after every received trade is in the database."""
     url, stop = serve_in_thread(COINBASE_SESSION, hold=True)
     db = tmp_path / "sig.db"
-    env = {**os.environ, "LOG_LEVEL": "info"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bitty.collect", "coinbase", "--url", url, "--db", f"sqlite:///{db}",
-         "--progress-interval", "0.2"],
-        cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_collector("coinbase", "--url", url, "--db", f"sqlite:///{db}", "--progress-interval", "0.2")
     try:
-        deadline = time.monotonic() + 15
-        lines = []
-        assert proc.stderr is not None
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            lines.append(line)
-            if "6 trades received" in line:
-                break
+        lines = read_log_until(proc, lambda line: "6 trades received" in line)
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=15)[1]
     finally:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,9 +16,9 @@ from bitty import runs, spill
 from bitty.store import Store
 from bitty.trade import Trade
 from bitty.writer import Writer
-from tests.conftest import EXCHANGES, ROOT
+from tests.conftest import EXCHANGES
 from tests.reliability.proxy import Proxy
-from tests.test_collect import serve_in_thread
+from tests.test_collect import read_log_until, serve_in_thread, start_collector
 
 UTC = UTC
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -144,16 +141,10 @@ def test_sigkill_is_reported_by_the_next_run(tmp_path: Path) -> None:
     """A killed collector leaves its run open; the next run reports the uncovered interval."""
     url, stop = serve_in_thread(EXCHANGES / "fixtures" / "coinbase" / "session.jsonl", hold=True)
     db = tmp_path / "kill.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bitty.collect", "coinbase", "--url", url, "--db", f"sqlite:///{db}",
-         "--progress-interval", "0.2", "--spill-dir", str(tmp_path / "spill")],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "LOG_LEVEL": "info"},
-    )
+    proc = start_collector("coinbase", "--url", url, "--db", f"sqlite:///{db}", "--progress-interval", "0.2",
+                           "--spill-dir", str(tmp_path / "spill"))
     try:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and "6 stored" not in proc.stderr.readline():
-            pass
+        read_log_until(proc, lambda line: "6 stored" in line)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -185,18 +176,10 @@ def test_sigterm_under_load_flushes_everything_once(tmp_path: Path) -> None:
     specs = Path(__file__).parent.parent / "specs" / "positive"
     url, stop = serve_in_thread(session, hold=True)
     db = tmp_path / "load.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bitty.collect", "testex", "--exchanges-dir", str(specs), "--symbols", "BTC-USD",
-         "--url", url, "--db", f"sqlite:///{db}", "--progress-interval", "0.1", "--spill-dir", str(tmp_path / "spill")],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "LOG_LEVEL": "info"},
-    )
+    proc = start_collector("testex", "--exchanges-dir", str(specs), "--symbols", "BTC-USD", "--url", url,
+                           "--db", f"sqlite:///{db}", "--progress-interval", "0.1", "--spill-dir", str(tmp_path / "spill"))
     try:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if "trades received" in line and " 0 trades received" not in line:
-                break
+        read_log_until(proc, lambda line: "trades received" in line and " 0 trades received" not in line)
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=30)[1]
     finally:
