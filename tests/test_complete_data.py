@@ -93,11 +93,12 @@ async def run(exchange: Exchange, spec: Path, db: str, max_trades: int) -> None:
         await asyncio.wait_for(collect(options), 30)
 
 
-def test_drops_and_skipped_ids_are_backfilled(tmp_path: Path) -> None:
-    """Skipped ids and a dropped connection open gaps; REST backfill fills and closes every one."""
+def test_drops_and_skipped_ids_are_backfilled(tmp_path: Path, db_url: str) -> None:
+    """Skipped ids and a dropped connection open gaps; REST backfill fills and closes every one
+    (the ledger on SQLite and on PostgreSQL)."""
     spec = tmp_path / "localx.yaml"
     spec.write_text(SPEC)
-    db = f"sqlite:///{tmp_path}/bitty.db"
+    db = db_url
     # 6-7 skipped live, 11-13 lost while disconnected, 16 skipped after the reconnect.
     exchange = Exchange([[1, 2, 3, 4, 5, 8, 9, 10], [14, 15, 17, 18, 19, 20]], total=20)
     asyncio.run(run(exchange, spec, db, max_trades=14))
