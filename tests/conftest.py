@@ -34,7 +34,7 @@ def pg_url() -> Iterator[str]:
     import sqlalchemy as sa
 
     schema = f"bitty_test_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(PG_URL)
+    engine = sa.create_engine(PG_URL, pool_pre_ping=True)
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     try:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
 import sqlite3
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from bitty import runs, spill
@@ -195,3 +199,57 @@ def test_sigterm_under_load_flushes_everything_once(tmp_path: Path) -> None:
         count, distinct = conn.execute(sa.text("select count(*), count(distinct trade_id) from trades")).one()
     engine.dispose()
     assert received > 0 and count == distinct == stored == received
+
+
+def _cluster() -> list[str] | None:
+    """The pg_ctlcluster command for this machine's PostgreSQL, when this process may run it."""
+
+    root = Path("/etc/postgresql")
+    if os.geteuid() != 0 or shutil.which("pg_ctlcluster") is None or not root.is_dir():
+        return None
+    versions = sorted(p.name for p in root.iterdir() if (p / "main").is_dir())
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"] if versions else None
+
+
+def test_postgresql_stopped_and_started_for_real(pg_url: str, tmp_path: Path) -> None:
+    """The real PostgreSQL server is stopped mid-run and started again: nothing is lost."""
+
+    cluster = _cluster()
+    if cluster is None:
+        pytest.skip("needs root and pg_ctlcluster to stop and start the local PostgreSQL server")
+
+    def pg(action: str) -> None:
+        done = subprocess.run([*cluster, action, *(["-m", "fast"] if action == "stop" else [])],
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode != 0 and "already running" not in done.stdout + done.stderr:
+            raise AssertionError(f"pg_ctlcluster {action}: {done.stdout}{done.stderr}")
+
+    async def main() -> tuple[Writer, int]:
+        store = Store(pg_url)
+        await asyncio.to_thread(store.open)
+        writer = Writer(store, batch_size=100, flush_interval=0.05, max_pending=400, spill_dir=tmp_path / "spill")
+        writer.start()
+        for n in range(300):
+            writer.put(trade(n))
+        await wait_for(lambda: writer.stats.stored == 300)
+        await asyncio.to_thread(pg, "stop")
+        try:
+            for n in range(300, 1300):
+                writer.put(trade(n))
+                if n % 100 == 0:
+                    await asyncio.sleep(0.01)
+            await wait_for(lambda: writer.stats.write_errors >= 1)
+        finally:
+            await asyncio.to_thread(pg, "start")
+        await wait_for(lambda: writer.stats.stored == 1300, timeout=60)
+        await writer.close()
+        count = await asyncio.to_thread(store.count)
+        store.close()
+        return writer, count
+
+    try:
+        writer, count = asyncio.run(main())
+    finally:
+        pg("start")  # whatever happened, leave the server running
+    assert count == 1300 and writer.stats.duplicates == 0 and writer.stats.spilled > 0
+    assert spill.pending(tmp_path / "spill") == []
