@@ -185,8 +185,8 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     try:
         await asyncio.wait(waiters, timeout=options.duration, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for consumer in consumers:
-            await consumer.stop()
+        # Concurrently: a server slow to answer the close handshake holds up only its own stream.
+        await asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
         await asyncio.gather(*tasks, return_exceptions=True)
         for task in (progress, heartbeat, *waiters):
             task.cancel()
