@@ -49,6 +49,7 @@ class Stats:
     exchange_errors: int = 0
     connects: int = 0
     reconnects: int = 0
+    callback_errors: int = 0
     last_error: str = ""
 
 
@@ -194,8 +195,12 @@ class BaseConsumer:
             task = asyncio.get_running_loop().create_task(callback(arg))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
-        else:
+            return
+        try:
             callback(arg)
+        except Exception:  # a failing callback must not stop the stream
+            self.stats.callback_errors += 1
+            logger.exception("%s : callback %r failed", self.consumer_id, callback)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -167,7 +167,10 @@ class Writer:
             per.stored += new[exchange]
             per.duplicates += total - new[exchange]
         if self.on_stored is not None and stored:
-            self.on_stored(stored)
+            try:
+                self.on_stored(stored)
+            except Exception:  # the trades are stored; a failing mirror must not stop writing
+                logger.exception("writing %d stored trades to the output failed", len(stored))
 
     async def _unspill(self) -> None:
         """Write spill files back to the database, deleting each once all of it is stored."""

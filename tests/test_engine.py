@@ -280,3 +280,20 @@ def test_original_subclass_api_still_works() -> None:
     assert sent == [{"type": "subscribe", "product_ids": ["BTC-USD"]}, {"type": "heartbeat", "on": True}]
     assert [(t.exchange, t.product_id, t.trade_id, str(t.price)) for t in trades] == [("legacy", "BTC-USD", "1", "100.5")]
     assert heartbeats and heartbeats[0]["last_trade_id"] == "0"
+
+
+def test_a_failing_callback_does_not_stop_the_stream() -> None:
+    """A trade callback that raises is logged and counted; trades keep flowing to the others."""
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_json(match(1))
+        await ws.send_json(match(2))
+        return await drain(ws)
+
+    def broken(trade: Trade) -> None:
+        raise RuntimeError("disk full")
+
+    run = against(handler, 0.3, setup=lambda consumer: consumer.on_trade(broken))
+    assert [t.trade_id for t in run.trades] == ["1", "2"]
+    assert run.connections == 1 and run.consumer.stats.callback_errors == 2

@@ -81,3 +81,24 @@ def test_writer_batches_and_flushes_everything_on_close(db_url: str) -> None:
 
     count, stored, duplicates = asyncio.run(main())
     assert (count, stored, duplicates) == (1050, 1050, 50)
+
+
+def test_a_failing_output_does_not_stop_the_writer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An on_stored mirror that raises (disk full) is logged; every trade still reaches the database."""
+    def broken(trades: list[Trade]) -> None:
+        raise OSError("No space left on device")
+
+    async def main() -> int:
+        store = Store(f"sqlite:///{tmp_path}/w.db")
+        store.open()
+        writer = Writer(store, batch_size=10, flush_interval=0.01, on_stored=broken)
+        writer.start()
+        for n in range(25):
+            writer.put(trade(n))
+            await asyncio.sleep(0)
+        await writer.close()
+        count = store.count()
+        store.close()
+        return count
+
+    assert asyncio.run(main()) == 25
