@@ -97,7 +97,7 @@ class Backfiller:
         self.sleep = sleep
         self.exchange = exchange or spec.name
         self.budget = RateBudget(self.rest.per_second, sleep)
-        self.requests: list[str] = []
+        self.requests = 0  # made over this backfiller's life
 
     # --- mapping ---------------------------------------------------------------------------
 
@@ -127,7 +127,7 @@ class Backfiller:
         last = ""
         for attempt in range(self.rest.retries + 1):
             await self.budget.wait()
-            self.requests.append(url)
+            self.requests += 1
             wait: float | None = None
             try:
                 async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response:
@@ -178,7 +178,7 @@ class Backfiller:
         try:
             return await self._fill(window)
         except BackfillError as exc:
-            return Result("unrecoverable", str(exc), requests=len(self.requests))
+            return Result("unrecoverable", str(exc), requests=self.requests)
 
     async def _fill(self, window: Window) -> Result:
         rest = self.rest
