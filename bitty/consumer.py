@@ -143,6 +143,8 @@ class BaseConsumer:
         self._restart_reason: str | None = None
         self._last_frame_at = 0.0
         self._fast_path = spec is not None and type(self).process_message is BaseConsumer.process_message
+        # Only a hooks class that overrides decode costs a call per frame.
+        self._decode_hook = self.hooks.decode if type(self.hooks).decode is not Hooks.decode else None
         self._keepalive_interval: float | None = spec.keepalive.interval if spec and spec.keepalive else None
 
     # --- the original API ------------------------------------------------------------------
@@ -475,7 +477,8 @@ class BaseConsumer:
             self._last_frame_at = time.monotonic()
             if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 self.stats.frames += 1
-                self._emit_raw("recv", msg.data)
+                if self.on_raw_callbacks:
+                    self._emit_raw("recv", msg.data)
                 replies = self.on_message(msg.data)
                 for reply in replies or ():
                     await self._send(ws, reply)
@@ -515,7 +518,9 @@ class BaseConsumer:
         assert mapper is not None and self.spec is not None
         received_at = _now()
         try:
-            frame = self.hooks.decode(mapper.decode(data))
+            frame = mapper.decode(data)
+            if self._decode_hook is not None:
+                frame = self._decode_hook(frame)
         except FrameTooLarge as exc:
             self._quarantine(data[:4096], str(exc))
             return None
