@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -40,36 +42,47 @@ async def wait_for(condition, timeout: float = 30) -> None:  # type: ignore[no-u
         await asyncio.sleep(0.05)
 
 
+async def outage(url: str, spill_dir: Path, take_away: Callable[[], Awaitable[None]],
+                 bring_back: Callable[[], Awaitable[None]], while_away: int, errors: int = 1) -> tuple[Writer, int]:
+    """300 trades stored, the database taken away, ``while_away`` more trades put (readers keep
+    going: put() never blocks), the database brought back; returns the writer and the row count."""
+    store = Store(url)
+    await asyncio.to_thread(store.open)
+    writer = Writer(store, batch_size=100, flush_interval=0.05, max_pending=400, spill_dir=spill_dir)
+    writer.start()
+    for n in range(300):
+        writer.put(trade(n))
+    await wait_for(lambda: writer.stats.stored == 300)
+    await take_away()
+    try:
+        for n in range(300, 300 + while_away):
+            writer.put(trade(n))
+            if n % 100 == 0:
+                await asyncio.sleep(0.01)
+        await wait_for(lambda: writer.stats.write_errors >= errors)
+        assert writer.pending <= 400
+    finally:
+        await bring_back()
+    await wait_for(lambda: writer.stats.stored == 300 + while_away, timeout=60)
+    await writer.close()
+    count = await asyncio.to_thread(store.count)  # a proxy may run on this loop: never block it
+    await asyncio.to_thread(store.close)
+    return writer, count
+
+
 def test_postgresql_away_then_back_loses_nothing(pg_url: str, tmp_path: Path) -> None:
     """PostgreSQL unreachable mid-run: trades wait, overflow spills to disk, all are stored on return."""
     async def main() -> tuple[Writer, int]:
         proxy = Proxy("127.0.0.1", 5432)
         port = await proxy.start()
-        url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
-        store = Store(url)
-        await asyncio.to_thread(store.open)
-        writer = Writer(store, batch_size=100, flush_interval=0.05, max_pending=400, spill_dir=tmp_path / "spill")
-        writer.start()
-        for n in range(300):
-            writer.put(trade(n))
-        await wait_for(lambda: writer.stats.stored == 300)
-        await proxy.cut()
-        for n in range(300, 2300):  # 2000 trades while the database is away
-            writer.put(trade(n))
-            if n % 100 == 0:
-                await asyncio.sleep(0.01)  # readers keep running: put() never blocks
-        await wait_for(lambda: writer.stats.write_errors >= 2)
-        assert writer.stats.spilled > 0 and writer.pending <= 400
-        await proxy.restore()
-        await wait_for(lambda: writer.stats.stored == 2300)
-        await writer.close()
-        count = await asyncio.to_thread(store.count)  # the proxy runs on this loop: never block it
-        await asyncio.to_thread(store.close)
-        await proxy.cut()
-        return writer, count
+        try:
+            return await outage(pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{port}"), tmp_path / "spill",
+                                proxy.cut, proxy.restore, 2000, errors=2)
+        finally:
+            await proxy.cut()
 
     writer, count = asyncio.run(main())
-    assert count == 2300 and writer.stats.duplicates == 0
+    assert count == 2300 and writer.stats.duplicates == 0 and writer.stats.spilled > 0
     assert spill.pending(tmp_path / "spill") == []
 
 
@@ -225,27 +238,8 @@ def test_postgresql_stopped_and_started_for_real(pg_url: str, tmp_path: Path) ->
             raise AssertionError(f"pg_ctlcluster {action}: {done.stdout}{done.stderr}")
 
     async def main() -> tuple[Writer, int]:
-        store = Store(pg_url)
-        await asyncio.to_thread(store.open)
-        writer = Writer(store, batch_size=100, flush_interval=0.05, max_pending=400, spill_dir=tmp_path / "spill")
-        writer.start()
-        for n in range(300):
-            writer.put(trade(n))
-        await wait_for(lambda: writer.stats.stored == 300)
-        await asyncio.to_thread(pg, "stop")
-        try:
-            for n in range(300, 1300):
-                writer.put(trade(n))
-                if n % 100 == 0:
-                    await asyncio.sleep(0.01)
-            await wait_for(lambda: writer.stats.write_errors >= 1)
-        finally:
-            await asyncio.to_thread(pg, "start")
-        await wait_for(lambda: writer.stats.stored == 1300, timeout=60)
-        await writer.close()
-        count = await asyncio.to_thread(store.count)
-        store.close()
-        return writer, count
+        return await outage(pg_url, tmp_path / "spill", functools.partial(asyncio.to_thread, pg, "stop"),
+                            functools.partial(asyncio.to_thread, pg, "start"), 1000)
 
     try:
         writer, count = asyncio.run(main())
