@@ -26,29 +26,11 @@ def _setup_logging() -> None:
     )
 
 
-def _spec_paths(targets: Sequence[str], dirs: list[str]) -> list[Path]:
-    from bitty.spec import find_spec, spec_files
-
-    folders = paths.spec_dirs(dirs)
-    if not targets:
-        return list(spec_files(folders).values())
-    out: list[Path] = []
-    for target in targets:
-        path = Path(target)
-        if path.is_dir():
-            out += sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
-        elif path.suffix in (".yaml", ".yml"):
-            out.append(path)
-        else:
-            out.append(find_spec(target, folders))
-    return out
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bitty.spec import load_spec
+    from bitty.spec import load_spec, spec_paths
 
     problems: list[Problem] = []
-    files = _spec_paths(args.paths, args.exchanges_dir)
+    files = spec_paths(args.paths, paths.spec_dirs(args.exchanges_dir))
     for file in files:
         try:
             load_spec(file)
@@ -90,10 +72,10 @@ def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
 
 def cmd_test(args: argparse.Namespace) -> int:
     from bitty.conformance import check
-    from bitty.spec import load_spec
+    from bitty.spec import load_spec, spec_paths
 
     failed = 0
-    files = _spec_paths(args.targets, args.exchanges_dir)
+    files = spec_paths(args.targets, paths.spec_dirs(args.exchanges_dir))
     for file in files:
         try:
             spec = load_spec(file)

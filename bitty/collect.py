@@ -25,7 +25,7 @@ from bitty.errors import BittyError
 from bitty.gapkeeper import GapKeeper
 from bitty.handover import Slot
 from bitty.instruments import Instrument, fetch_listing
-from bitty.spec import Spec, find_spec, load_spec
+from bitty.spec import Spec, load_spec, spec_paths
 from bitty.store import Store
 from bitty.symbols import resolve
 from bitty.trade import Trade
@@ -69,13 +69,8 @@ class CollectResult:
     uncovered: list[runs.Uncovered] = field(default_factory=list)
 
 
-def load_specs(names: Sequence[str], dirs: list[str]) -> list[Spec]:
-    from bitty.spec import spec_files
-
-    folders = paths.spec_dirs(dirs)
-    if not names:
-        names = sorted(spec_files(folders))
-    return [load_spec(find_spec(name, folders)) for name in names]
+def load_specs(targets: Sequence[str], dirs: list[str]) -> list[Spec]:
+    return [load_spec(path) for path in spec_paths(targets, paths.spec_dirs(dirs))]
 
 
 def plan(specs: list[Spec], symbols: list[str] | None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from bitty.schema import Report, locate, schema, shape_problems
 from bitty.symbols import SymbolRules
 from bitty.template import Template
 
-__all__ = ["MessageKind", "RestTrades", "Spec", "find_spec", "load_spec", "parse_spec", "schema", "spec_files"]
+__all__ = ["MessageKind", "RestTrades", "Spec", "find_spec", "load_spec", "parse_spec", "schema", "spec_files", "spec_paths"]
 
 
 # --- building ---------------------------------------------------------------------------------
@@ -381,3 +382,20 @@ def find_spec(name_or_path: str, dirs: list[Path] | None = None) -> Path:
     close = difflib.get_close_matches(name_or_path, sorted(files), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise BittyError(f"no spec for exchange {name_or_path!r}{hint}; known: {', '.join(sorted(files)) or 'none'}")
+
+
+def spec_paths(targets: Sequence[str], dirs: list[Path]) -> list[Path]:
+    """Spec files for command-line targets: files, folders of specs, or exchange names looked up
+    in ``dirs``; no target means every spec found there."""
+    if not targets:
+        return list(spec_files(dirs).values())
+    out: list[Path] = []
+    for target in targets:
+        path = Path(target)
+        if path.is_dir():
+            out += sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
+        elif path.suffix in (".yaml", ".yml"):
+            out.append(path)
+        else:
+            out.append(find_spec(target, dirs))
+    return out
