@@ -560,12 +560,14 @@ class BaseConsumer:
         liveness = self._liveness
         now = time.monotonic()
         for trade in outcome.trades:
-            self.stats.trades += 1
-            self.last_heartbeat["trade"] = now
-            self.last_heartbeat["trade_trade"] = trade.trade_id
             if liveness is not None:
                 liveness.on_trade(trade.symbol, trade.trade_id, now)
             self._on_trade(trade)
+        if outcome.trades:
+            self.stats.trades += len(outcome.trades)
+            # the original status view: once per frame, its last trade
+            self.last_heartbeat["trade"] = now
+            self.last_heartbeat["trade_trade"] = outcome.trades[-1].trade_id
         for reason in outcome.rejects:
             self._quarantine(data, f"{outcome.name}: {reason}")
 
