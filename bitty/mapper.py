@@ -40,7 +40,7 @@ class Outcome:
     kind: str
     trades: list[Trade] = field(default_factory=list)
     rejects: list[str] = field(default_factory=list)  # reasons, one per rejected record
-    symbol: str | None = None  # heartbeat: native symbol, None = whole connection
+    symbol: str | None = None  # heartbeat: normalized symbol (None: the whole connection); channel: native
     last_trade_id: str | None = None
     reply: Any = None  # pong: the reply value
     message: str = ""  # error text, or why a frame is unknown
