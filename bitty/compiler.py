@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
 from numbers import Number
 from typing import Any
 
@@ -83,20 +85,31 @@ def _all_str(items: list[Any]) -> bool:
 
 
 _ORDER = {"lt": "<", "gt": ">", "lte": "<=", "gte": ">="}
-_FALSY = "({0} is None or {0} is False or {0} == '' or {0} == [] or {0} == {{}})"
+# JMESPath's false values: null, false, '', [] and {} (0 is true). Only a value Python finds false
+# can be one, so the usual true value costs three tests.
+_FALSY = "({0} is None or {0} is False or (not {0} and ({0} == '' or {0} == [] or {0} == {{}})))"
 _MAX_DEPTH = 40  # deeper subtrees become their own function, keeping indentation shallow
 _CHAINS = ("subexpression", "index_expression", "pipe")
 
 
 class _Codegen:
-    """Source for a set of functions sharing one closure of constants."""
+    """Source for a set of functions sharing one closure of constants.
 
-    def __init__(self) -> None:
+    ``inline`` code (for ``bitty.program``) may raise where the exact code would return a value
+    for unusual input; its caller then evaluates the frame the exact way. It never returns a
+    value the exact code would not.
+    """
+
+    def __init__(self, inline: bool = False) -> None:
+        self.inline = inline
         self.consts: dict[str, Any] = {
             "_field": _field, "_comparable": _comparable, "_not": _not, "_call": _call,
             "_equals": _equals, "_all_str": _all_str, "_interp": _INTERPRETER.visit,
             "_Expression": _Expression, "_FAST_COMPARABLE": _FAST_COMPARABLE,
         }
+        if inline:
+            self.consts.update(_Decimal=Decimal, _int_str=str, _fromts=datetime.fromtimestamp, _UTC=UTC,
+                               _fromiso=datetime.fromisoformat, _Refused=Refused)
         self.functions: list[str] = []
         self.exprefs: list[str] = []
         self._ids = 0
@@ -341,6 +354,10 @@ class _Body:
 
     def _function_expression(self, node: dict[str, Any], src: str, depth: int) -> str:
         name = node["value"]
+        if self.gen.inline and name in _INLINE:
+            inlined = self._inline_call(name, node["children"], src, depth)
+            if inlined is not None:
+                return inlined
         args = []
         for child in node["children"]:
             if child["type"] == "expref":
@@ -359,6 +376,33 @@ class _Body:
             self.line(f"{out} = {fast[1]} if {fast[0]} else {slow}", depth)
         else:
             self.line(f"{out} = {fast[1]}", depth)
+        return out
+
+    def _inline_call(self, name: str, children: list[dict[str, Any]], src: str, depth: int) -> str | None:
+        """The common cases of bitty's functions as expressions, the rest through the function."""
+        mapping: dict[str, Any] = {}
+        if name == "lookup":
+            if len(children) != 2:
+                return None
+            constant = _constant_mapping(children[1], src == "" and self.roots is not None)
+            if constant is None:
+                return None
+            mapping = constant
+        elif len(children) != 1:
+            return None
+        value = self.emit(children[0], src, depth)
+        if value == "None":  # a root name that does not exist; the forms below index a variable
+            value = self.var()
+            self.line(f"{value} = None", depth)
+        out = self.var()
+        exact = self.gen.const(REGISTRY[name][0])
+        if name == "lookup":
+            table, yes, no = (self.gen.const(v) for v in (mapping, mapping.get("true"), mapping.get("false")))
+            self.line(f"{out} = {table}.get({value}) if type({value}) is str else {yes} if {value} is True "
+                      f"else {no} if {value} is False else {exact}({value}, {table})", depth)
+        else:
+            for text in _INLINE[name].format(out=out, v=value, exact=exact).splitlines():
+                self.line(text, depth)
         return out
 
     def _fast_call(self, name: str, args: list[str]) -> tuple[str, str] | None:
@@ -387,6 +431,47 @@ class _Body:
             call = f"{self.gen.const(spec['function'])}({', '.join(['_self', *args])})"
             self.gen.consts["_self"] = _FUNCTIONS
         return " and ".join(checks), call
+
+
+# Inline forms of bitty's functions (statements setting {out} from {v}, with {exact} the
+# function itself). Each equals the function wherever it does not raise:
+# - Decimal() of text is what ``decimal`` computes, and its only other outcome, a NaN or an
+#   infinity, is refused (``decimal`` gives null for those).
+# - For whole non-negative epoch counts below 4e9 seconds, the float quotient is within a
+#   quarter microsecond of the exact instant, a whole microsecond, and fromtimestamp rounds to
+#   the nearest microsecond: the exact instant. ``tests/test_program.py`` checks the edges.
+# - fromisoformat() of a text ending in Z parses what ``iso_time`` parses after its own clean-up
+#   (which only matters for text fromisoformat refuses); a result not in UTC is refused.
+_INLINE = {
+    "decimal": "{out} = _Decimal({v}) if type({v}) is str else {exact}({v})\n"
+               "if {out} is not None and not {out}.is_finite(): raise _Refused",
+    "str": "{out} = {v} if type({v}) is str else _int_str({v}) if type({v}) is int else {exact}({v})",
+    "epoch_s": "{out} = _fromts({v}, _UTC) if type({v}) is int and 0 <= {v} < 4_000_000_000 else {exact}({v})",
+    "epoch_ms": "{out} = _fromts({v} / 1_000, _UTC) if type({v}) is int and 0 <= {v} < 4_000_000_000_000 "
+                "else {exact}({v})",
+    "epoch_us": "{out} = _fromts({v} / 1_000_000, _UTC) if type({v}) is int and 0 <= {v} < 4_000_000_000_000_000 "
+                "else {exact}({v})",
+    "iso_time": "{out} = _fromiso({v}) if type({v}) is str and {v}[-1:] == 'Z' else {exact}({v})\n"
+                "if {out} is not None and {out}.tzinfo is not _UTC: raise _Refused",
+    "lookup": "",
+}
+
+
+class Refused(Exception):
+    """Inline code met a value it leaves to the exact evaluation."""
+
+
+def _constant_mapping(node: dict[str, Any], root_is_object: bool) -> dict[str, Any] | None:
+    """The mapping of ``lookup(x, {a: 'b'})`` or ``lookup(x, `{"a": "b"}`)`` when it is constant."""
+    if node["type"] == "literal":
+        return node["value"] if isinstance(node["value"], dict) else None
+    # A multi-select is null on a null current node: constant only where that is an object.
+    if node["type"] != "multi_select_dict" or not root_is_object:
+        return None
+    pairs = [(child["value"], child["children"][0]) for child in node["children"]]
+    if any(value["type"] != "literal" for _, value in pairs):
+        return None
+    return {key: value["value"] for key, value in pairs}
 
 
 def compile_ast(ast: dict[str, Any]) -> Callable[[Any], Any]:

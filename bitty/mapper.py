@@ -22,6 +22,7 @@ from jmespath.exceptions import JMESPathError
 from bitty.compiler import compile_record
 from bitty.expr import evaluate_safely
 from bitty.functions import to_text
+from bitty.program import compile_program
 from bitty.spec import MessageKind, Spec
 from bitty.trade import Trade
 
@@ -32,7 +33,7 @@ class FrameTooLarge(ValueError):
     """A frame (or what it decompresses to) is over the spec's max_frame_bytes."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What one frame meant. ``kind`` is trade, heartbeat, pong, error, reconnect, channel, ignore
     or unknown."""
@@ -106,6 +107,7 @@ class Mapper:
                         _Positions(*(_position(kind.fields, n) for n in _Positions._fields)))  # type: ignore[arg-type]
             for kind in spec.messages if kind.type == "trade"
         }
+        self._program = compile_program(spec, self.exchange, self.known, Outcome, SIDES, derive_trade_id)
 
     def learn(self, normalized_symbols: list[str]) -> None:
         for symbol in normalized_symbols:
@@ -139,6 +141,14 @@ class Mapper:
             return data
 
     def handle(self, frame: Any, received_at: datetime, channels: dict[str, str] | None = None) -> Outcome:
+        if self._program is not None:  # a frame of good trades, in one call; None for anything else
+            outcome = self._program(frame, received_at, channels)
+            if outcome is not None:
+                return outcome
+        return self.handle_exactly(frame, received_at, channels)
+
+    def handle_exactly(self, frame: Any, received_at: datetime, channels: dict[str, str] | None = None) -> Outcome:
+        """``handle`` without the fast path: the reference it is tested against."""
         spec = self.spec
         if spec.pong is not None and _truthy(spec.pong.match.fn, frame):
             return Outcome("pong", reply=frame)

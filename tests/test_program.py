@@ -1,0 +1,201 @@
+"""The mapper's fast path (``bitty.program``) returns exactly what the exact path returns, for
+every frame of every bundled fixture, for mutated frames, and at the edges of its inline code."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bitty.functions import from_epoch, iso_time
+from bitty.mapper import Mapper
+from bitty.spec import Spec, load_spec, parse_spec
+from tests.conftest import EXCHANGES
+
+SPECS: list[Spec] = [load_spec(p) for p in sorted(EXCHANGES.glob("*.yaml"))]
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _frames(spec: Spec) -> list[Any]:
+    """Every frame the fixtures send, decoded as the consumer decodes it."""
+    mapper = Mapper(spec)
+    out = []
+    for name in ("session.jsonl", "errors.jsonl", "reconnects.jsonl"):
+        path = spec.path.parent / "fixtures" / spec.name / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            event = orjson.loads(line) if line.strip() else {}
+            if "recv" in event:
+                out.append(event["recv"])
+            elif "recv_text" in event:
+                out.append(mapper.decode(event["recv_text"]))
+            elif "recv_binary" in event:
+                with contextlib.suppress(ValueError):  # a frame the mapper refuses maps to nothing
+                    out.append(mapper.decode(base64.b64decode(event["recv_binary"])))
+    return out
+
+
+def _mappers(spec: Spec, frames: list[Any]) -> tuple[Mapper, Mapper, dict[str, str]]:
+    """A mapper that knows every symbol the frames trade, one that knows none, and the channels."""
+    reference, channels = Mapper(spec), {}
+    symbols = {t.symbol for f in frames for t in reference.handle_exactly(f, NOW, channels).trades}
+    learned = Mapper(spec)
+    learned.learn(sorted(symbols))
+    return learned, Mapper(spec), {}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_fixture_frames_map_the_same_on_both_paths(spec: Spec) -> None:
+    frames = _frames(spec)
+    learned, unlearned, _ = _mappers(spec, frames)
+    for mapper in (learned, unlearned):
+        fast_channels: dict[str, str] = {}
+        exact_channels: dict[str, str] = {}
+        for frame in frames:
+            assert mapper.handle(frame, NOW, fast_channels) == mapper.handle_exactly(frame, NOW, exact_channels), frame
+        assert fast_channels == exact_channels
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_the_fast_path_takes_the_fixture_trades(spec: Spec) -> None:
+    """Every bundled spec's trade frames go through the program once their symbols are known:
+    a change that quietly disables it fails here."""
+    frames = _frames(spec)
+    learned, _, _ = _mappers(spec, frames)
+    assert learned._program is not None
+    channels: dict[str, str] = {}
+    taken = 0
+    for frame in frames:
+        exact = learned.handle_exactly(frame, NOW, channels)
+        if exact.kind == "trade" and exact.trades and not exact.rejects:
+            assert learned._program(frame, NOW, channels) == exact, frame
+            taken += 1
+    assert taken > 0
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = _replace(value[path[0]], path[1:], new)
+    return copy
+
+
+FRAMES = [(i, f) for i, spec in enumerate(SPECS) for f in _frames(spec)]
+MAPPERS = [_mappers(spec, _frames(spec))[0] for spec in SPECS]
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**64), st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(["NaN", "Infinity", "-1", "0", "0E-8", "1e400", "1_000", " 5", "buy", "sell", "Buy", "b", "s",
+                     "2024-01-01T00:00:00Z", "2024-01-01T00:00:00.1234567Z", "2024-01-01Z", " 2024-01-01T00:00:00Z",
+                     "2024-01-01T00:00:00+01:00", "1714564800.123456"]),
+    st.sampled_from([0, 1, -1, 1_714_564_800_123, 3_999_999_999_999, 4_000_000_000_000, 10**16, True, False]),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_frames_map_the_same_on_both_paths(data: st.DataObject) -> None:
+    index, frame = data.draw(st.sampled_from(FRAMES))
+    path = data.draw(st.sampled_from(_paths(frame)))
+    mutated = _replace(frame, path, data.draw(SCALARS))
+    mapper = MAPPERS[index]
+    assert mapper.handle(mutated, NOW, {}) == mapper.handle_exactly(mutated, NOW, {})
+
+
+INLINE_SPEC = """
+name: inline
+version: 1
+url: wss://example.invalid/
+symbols: {default: [BTC-USD], native: "{base}{quote}", quotes: [USD]}
+subscribe: {per: connection, messages: []}
+messages:
+  trade:
+    type: trade
+    match: "e == 't'"
+    fields:
+      symbol: record.s
+      trade_id: str(record.i)
+      price: decimal(record.p)
+      size: decimal(record.q)
+      side: "lookup(record.m, {true: 'sell', false: 'buy', x: 'buy'})"
+      time: "epoch_s(record.ts) || epoch_ms(record.tm) || epoch_us(record.tu) || iso_time(record.ti)"
+"""
+
+
+def _inline_mapper() -> Mapper:
+    mapper = Mapper(parse_spec(INLINE_SPEC, EXCHANGES / "inline.yaml"))
+    mapper.learn(["BTC-USD"])
+    return mapper
+
+
+EDGES = [0, 1, 999, 1_000, 1_714_564_800_123, 3_999_999_999, 4_000_000_000, 3_999_999_999_999, 4_000_000_000_000,
+         3_999_999_999_999_999, 4_000_000_000_000_000, 2**53 - 1, 2**53 + 1]
+
+
+@pytest.mark.parametrize("unit", ["ts", "tm", "tu"])
+def test_inline_epochs_are_exact_at_the_edges(unit: str) -> None:
+    mapper = _inline_mapper()
+    per_second = {"ts": 1, "tm": 1_000, "tu": 1_000_000}[unit]
+    for value in EDGES + [v - 1 for v in EDGES if v] + [v + 7 for v in EDGES]:
+        frame = {"e": "t", "s": "BTCUSD", "i": 1, "p": "1", "q": "1", "m": True, unit: value}
+        fast, exact = mapper.handle(frame, NOW), mapper.handle_exactly(frame, NOW)
+        assert fast == exact, value
+        if exact.trades:
+            assert exact.trades[0].time == from_epoch(value, per_second)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(min_value=0, max_value=4_000_000_000_000_000), st.sampled_from(["ts", "tm", "tu"]))
+def test_inline_epochs_are_exact(value: int, unit: str) -> None:
+    mapper = _inline_mapper()
+    frame = {"e": "t", "s": "BTCUSD", "i": 1, "p": "1", "q": "1", "m": False, unit: value}
+    assert mapper.handle(frame, NOW) == mapper.handle_exactly(frame, NOW)
+
+
+ISO_TEXT = st.builds(
+    lambda moment, digits, suffix, pad: pad + moment.strftime("%Y-%m-%dT%H:%M:%S")
+    + ("." + f"{moment.microsecond:06d}{moment.microsecond % 1000:03d}"[:digits] if digits else "") + suffix,
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(min_value=0, max_value=9), st.sampled_from(["Z", "z", "+00:00", "+05:30", "", "ZZ"]),
+    st.sampled_from(["", " "]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ISO_TEXT)
+def test_inline_iso_time_is_exact(text: str) -> None:
+    mapper = _inline_mapper()
+    frame = {"e": "t", "s": "BTCUSD", "i": "7", "p": "2.5", "q": "0.1", "m": "x", "ti": text}
+    fast, exact = mapper.handle(frame, NOW), mapper.handle_exactly(frame, NOW)
+    assert fast == exact
+    if exact.trades:
+        assert exact.trades[0].time == iso_time(text)
+
+
+def test_the_fast_path_sees_symbols_learned_later() -> None:
+    mapper = Mapper(parse_spec(INLINE_SPEC, EXCHANGES / "inline.yaml"))
+    frame = {"e": "t", "s": "ETHUSD", "i": 1, "p": "1", "q": "1", "m": True, "ts": 1}
+    assert mapper._program is not None and mapper._program(frame, NOW, None) is None
+    mapper.learn(["ETH-USD"])
+    outcome = mapper._program(frame, NOW, None)
+    assert outcome is not None and outcome.trades[0].symbol == "ETH-USD"
+    assert outcome.trades[0].time == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=1)
