@@ -102,6 +102,10 @@ class _Codegen:
 
     def __init__(self, inline: bool = False) -> None:
         self.inline = inline
+        # variable -> (function, lookup table) for results of inline calls, whose values are
+        # known: decimal a finite Decimal, str a str, the times a datetime, lookup a table
+        # value; or None.
+        self.shapes: dict[str, tuple[str, dict[str, Any]]] = {}
         self.consts: dict[str, Any] = {
             "_field": _field, "_comparable": _comparable, "_not": _not, "_call": _call,
             "_equals": _equals, "_all_str": _all_str, "_interp": _INTERPRETER.visit,
@@ -149,10 +153,16 @@ class _Codegen:
 class _Body:
     """Statements of one generated function. ``emit`` returns a name holding the result."""
 
-    def __init__(self, gen: _Codegen, roots: dict[str, str] | None) -> None:
+    def __init__(self, gen: _Codegen, roots: dict[str, str] | None, memo: dict[Any, str] | None = None,
+                 memo_depth: int = 0, dicts: frozenset[str] = frozenset()) -> None:
         self.gen = gen
         self.lines: list[str] = []
         self.roots = roots  # field name -> parameter, when the root is an implicit object
+        # Results of nodes evaluated unconditionally at ``memo_depth``, shared between bodies
+        # that run one after the other: an expression repeated there is computed once.
+        self.memo = memo
+        self.memo_depth = memo_depth
+        self.dicts = dicts  # variables known to hold a dict
 
     def line(self, text: str, depth: int) -> None:
         self.lines.append("    " * depth + text)
@@ -175,6 +185,15 @@ class _Body:
             out = self.var()
             self.line(f"{out} = {self.gen.function(node)}({src})", depth)
             return out
+        if self.memo is not None and depth == self.memo_depth:
+            key = (repr(node), src)
+            found = self.memo.get(key)
+            if found is None:
+                found = self.memo[key] = self._emit(node, src, depth)
+            return found
+        return self._emit(node, src, depth)
+
+    def _emit(self, node: dict[str, Any], src: str, depth: int) -> str:
         kind = node["type"]
         if src == "" and not (kind == "field" or kind in _CHAINS or kind in ("literal", "function_expression")
                               or kind in ("comparator", "or_expression", "and_expression", "not_expression")):
@@ -198,7 +217,10 @@ class _Body:
             return param if param is not None else "None"
         key = self.gen.const(node["value"])
         out = self.var()
-        self.line(f"{out} = {src}.get({key}) if type({src}) is dict else _field({src}, {key})", depth)
+        if src in self.dicts:
+            self.line(f"{out} = {src}.get({key})", depth)
+        else:
+            self.line(f"{out} = {src}.get({key}) if type({src}) is dict else _field({src}, {key})", depth)
         return out
 
     def _subexpression(self, node: dict[str, Any], src: str, depth: int) -> str:
@@ -396,6 +418,7 @@ class _Body:
             self.line(f"{value} = None", depth)
         out = self.var()
         exact = self.gen.const(REGISTRY[name][0])
+        self.gen.shapes[out] = (name, mapping)
         if name == "lookup":
             table, yes, no = (self.gen.const(v) for v in (mapping, mapping.get("true"), mapping.get("false")))
             self.line(f"{out} = {table}.get({value}) if type({value}) is str else {yes} if {value} is True "

@@ -28,6 +28,11 @@ from bitty.trade import Trade
 Program = Callable[[Any, datetime, "dict[str, str] | None"], Any]
 
 _TRADE_FIELDS = ("price", "size", "side", "time")
+_TIMES = ("epoch_s", "epoch_ms", "epoch_us", "iso_time")  # inline forms giving a datetime or None
+# Nodes evaluated against the same current value as their parent (their first child, for chains).
+_SAME_CONTEXT = {"or_expression", "and_expression", "not_expression", "comparator", "multi_select_list",
+                 "multi_select_dict", "key_val_pair", "function_expression", "flatten"}
+_CHAINS = {"subexpression", "index_expression", "pipe", "projection", "value_projection", "filter_projection"}
 
 
 def compile_program(spec: Spec, exchange: str, known: dict[str, str], outcome: type, sides: dict[str, str],
@@ -57,15 +62,16 @@ def _compile(spec: Spec, kinds: list[MessageKind], exchange: str, known: dict[st
     if spec.heartbeat is not None:
         checks.append((spec.heartbeat.match, None))
     checks += [(kind.match, kind if any(kind is k for k in kinds) else None) for kind in spec.messages]
+    memo: dict[Any, str] = {}  # what the matches computed, reused by later matches and the records
     for match, kind in checks:
-        body = _Body(gen, None)
+        body = _Body(gen, None, memo, 2)
         value = body.emit(match.ast, "frame", 2)
         lines += body.lines
         lines.append(f"        if not {_FALSY.format(value)}:")
         if kind is None:
             lines.append("            return None")
         else:
-            lines += _trade_code(gen, kind)
+            lines += _trade_code(gen, kind, dict(memo))
     lines += ["        return None", "    except Exception:", "        return None"]
     gen.functions.append("\n".join(lines))
     return gen.build("_program")
@@ -77,7 +83,7 @@ def _eligible(kind: MessageKind) -> bool:
     return kind.type == "trade" and has_symbol and all(n in names for n in _TRADE_FIELDS)
 
 
-def _trade_code(gen: _Codegen, kind: MessageKind) -> list[str]:
+def _trade_code(gen: _Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[str]:
     """Statements (at depth 3) turning the frame's records into the trade Outcome, or returning None."""
     lines: list[str] = []
 
@@ -87,7 +93,7 @@ def _trade_code(gen: _Codegen, kind: MessageKind) -> list[str]:
     if kind.records is None:
         line("records = [frame]")
     else:
-        body = _Body(gen, None)
+        body = _Body(gen, None, memo, 3)
         value = body.emit(kind.records.ast, "frame", 3)
         lines.extend(body.lines)
         line(f"records = {value}")
@@ -96,7 +102,7 @@ def _trade_code(gen: _Codegen, kind: MessageKind) -> list[str]:
         line("return None", 5)
         line("records = [records]", 4)
     if kind.channel is not None:  # the symbol the channel was assigned when subscribed
-        body = _Body(gen, None)
+        body = _Body(gen, None, memo, 3)
         value = body.emit(kind.channel.ast, "frame", 3)
         lines.extend(body.lines)
         line(f"channel = {value} if type({value}) is str else _to_text({value})")
@@ -109,8 +115,13 @@ def _trade_code(gen: _Codegen, kind: MessageKind) -> list[str]:
     line("seen = {}")
     line("for record in records:")
     at: dict[str, str] = {}
+    # A root read only as ``root.name`` gives nothing but nulls unless it is an object: there it
+    # is read without the type test, and an exception leaves the frame to the exact path.
+    dicts = frozenset(root for root in ("record", "frame")
+                      if all(_only_fields(expr.ast, root) for _, expr in kind.fields))
+    record_memo: dict[Any, str] = {}
     for name, expr in kind.fields:
-        body = _Body(gen, {"record": "record", "frame": "frame"})
+        body = _Body(gen, {"record": "record", "frame": "frame"}, record_memo, 4, dicts)
         at[name] = body.emit(expr.ast, "", 4)
         lines.extend(body.lines)
     # The checks of Mapper._trade, in its order; any failure leaves the frame to it.
@@ -118,14 +129,25 @@ def _trade_code(gen: _Codegen, kind: MessageKind) -> list[str]:
     line(f"symbol = _known.get({native}) if type({native}) is str else None", 4)
     line("if symbol is None:", 4)
     line("return None", 5)
+    shape = {name: gen.shapes.get(value, ("", {}))[0] for name, value in at.items()}
     for name in ("price", "size"):
         value = at[name]
-        line(f"if type({value}) is not _DecimalType or not {value}.is_finite() or {value} <= _ZERO:", 4)
+        if shape[name] in ("decimal", "abs"):  # a finite Decimal or None
+            line(f"if {value} is None or {value} <= _ZERO:", 4)
+        else:
+            line(f"if type({value}) is not _DecimalType or not {value}.is_finite() or {value} <= _ZERO:", 4)
         line("return None", 5)
-    line(f"side = _SIDES.get({at['side']}) if type({at['side']}) is str else None", 4)
+    table = gen.shapes.get(at["side"], ("", {}))[1]
+    if shape["side"] == "lookup" and all(v in ("buy", "sell") for v in table.values()):
+        line(f"side = {at['side']}", 4)  # a table value, already buy or sell, or None
+    else:
+        line(f"side = _SIDES.get({at['side']}) if type({at['side']}) is str else None", 4)
     line("if side is None:", 4)
     line("return None", 5)
-    line(f"if not isinstance({at['time']}, _datetime):", 4)
+    if shape["time"] in _TIMES:
+        line(f"if {at['time']} is None:", 4)
+    else:
+        line(f"if not isinstance({at['time']}, _datetime):", 4)
     line("return None", 5)
     derive = (f"key = (symbol, {at['time']}, {at['price']}, {at['size']}, side)",
               "seen[key] = n = seen.get(key, 0) + 1",
@@ -139,10 +161,34 @@ def _trade_code(gen: _Codegen, kind: MessageKind) -> list[str]:
         for text in derive:
             line(text, 5)
         line("else:", 4)
-        line(f"trade_id = {raw} if type({raw}) is str else _to_text({raw})", 5)
+        if shape["trade_id"] == "str":
+            line(f"trade_id = {raw}", 5)
+        else:
+            line(f"trade_id = {raw} if type({raw}) is str else _to_text({raw})", 5)
         line("if not trade_id:", 5)
         line("return None", 6)
     line(f"out.append(_Trade(_exchange, symbol, trade_id, {at['price']}, {at['size']}, side, {at['time']}, "
          "received_at))", 4)
     line(f"return _Outcome('trade', out, [], None, None, None, '', False, {gen.const(kind.name)})")
     return lines
+
+
+def _only_fields(node: dict[str, Any], root: str, at_root: bool = True) -> bool:
+    """Whether ``root``, where the expression reads it from the root object, is only ever read
+    as ``root.name`` (so it must be an object for the expression to find anything)."""
+    kind = node["type"]
+    children = [c for c in node.get("children", []) if isinstance(c, dict)]
+    if at_root and kind == "field" and node["value"] == root:
+        return False  # read as a whole
+    if at_root and kind in ("current", "identity"):
+        return False  # the root object as a whole, root included
+    if kind in _CHAINS and children:
+        head, rest = children[0], children[1:]
+        if (at_root and kind == "subexpression" and head["type"] == "field" and head["value"] == root
+                and rest and rest[0]["type"] == "field"):
+            return all(_only_fields(c, root, False) for c in rest)
+        return _only_fields(head, root, at_root) and all(_only_fields(c, root, False) for c in rest)
+    if kind == "expref":
+        return all(_only_fields(c, root, False) for c in children)
+    same = at_root and kind in _SAME_CONTEXT
+    return all(_only_fields(c, root, same) for c in children)
