@@ -134,7 +134,7 @@ class Store:
             raise
 
     def _write(self, batch: Sequence[Trade], quarantined: Sequence[Quarantined]) -> list[Trade]:
-        inserted: set[tuple[str, str, str]] = set()
+        inserted: set[tuple[str, str, str]] | None = set()
         with self.engine.begin() as conn:
             if batch:
                 inserted = self._insert_trades(conn, batch)
@@ -144,6 +144,8 @@ class Store:
                      "frame": q.frame, "received_at": q.received_at}
                     for q in quarantined
                 ])
+        if inserted is None:  # every row was new
+            return list(batch)
         out = []
         for trade in batch:
             key = (trade.exchange, trade.symbol, trade.trade_id)
@@ -152,8 +154,9 @@ class Store:
                 out.append(trade)
         return out
 
-    def _insert_trades(self, conn: sa.Connection, batch: Sequence[Trade]) -> set[tuple[str, str, str]]:
-        """Insert, skipping known (exchange, symbol, trade_id); the keys of the rows inserted.
+    def _insert_trades(self, conn: sa.Connection, batch: Sequence[Trade]) -> set[tuple[str, str, str]] | None:
+        """Insert, skipping known (exchange, symbol, trade_id); the keys of the rows inserted, or
+        None when every row was inserted (the usual case, which needs no keys read back).
 
         The generic statement binds every value through the column types; the driver-level
         paths below send plain tuples: sqlite3's executemany, and psycopg's COPY into a
@@ -164,7 +167,8 @@ class Store:
         if self.dialect == "postgresql" and self.engine.driver == "psycopg":
             return _postgresql_insert(conn, batch)
         statement = self._insert().returning(trades.c.exchange, trades.c.symbol, trades.c.trade_id)
-        return {tuple(r) for r in conn.execute(statement, [t.as_row() for t in batch])}
+        inserted = {tuple(r) for r in conn.execute(statement, [t.as_row() for t in batch])}
+        return None if len(inserted) == len(batch) else inserted
 
     def read_trades(self, exchange: str | None = None) -> list[Trade]:
         query = sa.select(*(trades.c[c] for c in TRADE_COLUMNS)).order_by(trades.c.id)
@@ -188,11 +192,11 @@ def _sqlite_time(moment: datetime) -> str:
     """The text SQLAlchemy's SQLite DateTime stores (naive UTC), so reads see no difference."""
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    text = moment.replace(tzinfo=None).isoformat(" ")  # 4x faster than strftime
+    text = moment.isoformat(" ")[:-6]  # without "+00:00"; 4x faster than strftime
     return text if moment.microsecond else text + ".000000"
 
 
-def _sqlite_insert(conn: sa.Connection, batch: Sequence[Trade]) -> set[tuple[str, str, str]]:
+def _sqlite_insert(conn: sa.Connection, batch: Sequence[Trade]) -> set[tuple[str, str, str]] | None:
     raw = conn.connection.driver_connection
     assert raw is not None
     before = raw.total_changes
@@ -203,6 +207,8 @@ def _sqlite_insert(conn: sa.Connection, batch: Sequence[Trade]) -> set[tuple[str
         for t in batch
     ])
     added = raw.total_changes - before
+    if added == len(batch):
+        return None
     if not added:
         return set()
     # This transaction has held SQLite's write lock since its first insert, and new rows get
@@ -223,7 +229,7 @@ _PG_INSERT = (
 )
 
 
-def _postgresql_insert(conn: sa.Connection, batch: Sequence[Trade]) -> set[tuple[str, str, str]]:
+def _postgresql_insert(conn: sa.Connection, batch: Sequence[Trade]) -> set[tuple[str, str, str]] | None:
     raw: Any = conn.connection.driver_connection
     with raw.cursor() as cursor:
         cursor.execute(_PG_STAGE)
@@ -231,7 +237,7 @@ def _postgresql_insert(conn: sa.Connection, batch: Sequence[Trade]) -> set[tuple
             for n, t in enumerate(batch):
                 copy.write_row((n, t.exchange, t.symbol, t.trade_id, t.price, t.size, t.side, t.time, t.received_at))
         cursor.execute(_PG_INSERT)
-        inserted = {tuple(r) for r in cursor.fetchall()}
+        inserted = None if cursor.rowcount == len(batch) else {tuple(r) for r in cursor.fetchall()}
         cursor.execute("TRUNCATE bitty_incoming")  # a retry in the same transaction starts clean
     return inserted
 
