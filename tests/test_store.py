@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import sqlalchemy as sa
 
-from bitty.store import Store, quarantine
+from bitty.store import Store, quarantine, trades
 from bitty.trade import Quarantined, Trade
 from bitty.writer import Writer
 
@@ -32,6 +32,30 @@ def test_decimals_and_times_round_trip_exactly(db_url: str) -> None:
         assert [(t.price, t.size, t.time) for t in back] == [(t.price, t.size, t.time) for t in original]
         assert str(back[0].price) == "123456789012345.123456789012345678"
         assert back[0].time.tzinfo is not None and back[0].time.utcoffset() == timedelta(0)
+    finally:
+        store.close()
+
+
+def test_sqlite_text_is_what_sqlalchemy_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The driver-level SQLite insert formats decimals and times itself; the stored text is what
+    SQLAlchemy's own types write, for exponents, whole seconds, other zones and old dates."""
+    store = Store(f"sqlite:///{tmp_path}/t.db")
+    store.open()
+    try:
+        zone = timezone(timedelta(hours=-5))
+        times = [T0, T0.replace(microsecond=0), T0.replace(microsecond=999_999), datetime(1969, 12, 31, 23, 59, 59, 5, UTC),
+                 datetime(2024, 1, 2, 3, 4, 5, 600, zone), datetime(2024, 2, 29, 0, 0, 0, 1, UTC)]
+        prices = ["1E-8", "1E+2", "0.00000100", "0.000000001", "123456789012345.123456789012345678", "5"]
+        batch = [Trade("testex", "BTC-USD", str(n), Decimal(p), Decimal(p), "buy", moment, moment)
+                 for n, (p, moment) in enumerate(zip(prices, times, strict=True))]
+        store.write(batch)
+        with store.engine.connect() as conn:
+            stored = conn.exec_driver_sql("SELECT price, size, time, received_at FROM trades ORDER BY id").all()
+        dialect = store.engine.dialect
+        price_type, time_type = (c.type.dialect_impl(dialect) for c in (trades.c.price, trades.c.time))
+        text, time_text = price_type.bind_processor(dialect), time_type.bind_processor(dialect)
+        assert stored == [(text(t.price), text(t.size), time_text(t.time), time_text(t.received_at)) for t in batch]
+        assert [(t.price, t.time) for t in store.read_trades()] == [(t.price, t.time) for t in batch]
     finally:
         store.close()
 
