@@ -73,6 +73,22 @@ def test_duplicates_are_ignored_and_reported(db_url: str) -> None:
         store.close()
 
 
+def test_large_batches_report_exactly_the_new_trades(db_url: str) -> None:
+    """Batches span several multi-row statements; duplicates inside a batch, across statements
+    and against stored rows are skipped, and the new trades come back in order."""
+    store = Store(db_url)
+    store.open()
+    try:
+        assert len(store.write([trade(n) for n in range(0, 1500, 3)])) == 500
+        batch = [trade(n) for n in range(1234)] + [trade(7), trade(1000)]
+        new = store.write(batch)
+        assert [t.trade_id for t in new] == [str(n) for n in range(1234) if n % 3 or n >= 1500]
+        assert store.count() == 500 + len(new)
+        assert store.write([trade(n) for n in range(1234)]) == []
+    finally:
+        store.close()
+
+
 def test_quarantine_is_stored_with_the_trades(db_url: str) -> None:
     """Quarantined frames are written in the same transaction as the batch."""
     store = Store(db_url)
