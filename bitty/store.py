@@ -206,10 +206,11 @@ _SECOND_TEXT: dict[int, str] = {}  # whole epoch second -> "YYYY-MM-DD HH:MM:SS.
 _THREE_DIGITS = [f"{n:03d}" for n in range(1000)]
 
 
-def _sqlite_time(moment: datetime) -> str:
-    """The text SQLAlchemy's SQLite DateTime stores (naive UTC, six fraction digits), so reads
-    see no difference. The date and time of day are formatted once per second: an aware
-    isoformat() costs three times as much, and it is two of a trade's eight columns."""
+def _utc_text(moment: datetime) -> str:
+    """Naive UTC text with six fraction digits: what SQLAlchemy's SQLite DateTime stores (so reads
+    see no difference) and what the PostgreSQL staging table reads. The date and time of day are
+    formatted once per second: an aware isoformat() costs three times as much, and times are two
+    of a trade's eight columns."""
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     delta = moment - _EPOCH
@@ -223,22 +224,29 @@ def _sqlite_time(moment: datetime) -> str:
     return prefix + _THREE_DIGITS[micro // 1000] + _THREE_DIGITS[micro % 1000]
 
 
-def _sqlite_insert(conn: sa.Connection, batch: Sequence[Trade], per_statement: int) -> set[tuple[str, str, str]] | None:
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    before = raw.total_changes
+def _text_rows(batch: Sequence[Trade]) -> list[tuple[str, ...]]:
+    """The trade columns as text: decimals without exponents and times as naive UTC text with six
+    fraction digits, which is what SQLAlchemy writes to SQLite and what PostgreSQL parses."""
     rows = []
     received_at, received = None, ""
     for t in batch:
         if t.received_at is not received_at:  # a frame's trades share it
-            received_at, received = t.received_at, _sqlite_time(t.received_at)
+            received_at, received = t.received_at, _utc_text(t.received_at)
         # str() is a third of format(, "f") and equal to it unless it chose an exponent.
         price, size = str(t.price), str(t.size)
         if "E" in price:
             price = format(t.price, "f")
         if "E" in size:
             size = format(t.size, "f")
-        rows.append((t.exchange, t.symbol, t.trade_id, price, size, t.side, _sqlite_time(t.time), received))
+        rows.append((t.exchange, t.symbol, t.trade_id, price, size, t.side, _utc_text(t.time), received))
+    return rows
+
+
+def _sqlite_insert(conn: sa.Connection, batch: Sequence[Trade], per_statement: int) -> set[tuple[str, str, str]] | None:
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    before = raw.total_changes
+    rows = _text_rows(batch)
     for start in range(0, len(rows), per_statement):
         chunk = rows[start:start + per_statement]
         conn.exec_driver_sql(_sqlite_statement(len(chunk)), tuple(value for row in chunk for value in row))
@@ -256,13 +264,27 @@ def _sqlite_insert(conn: sa.Connection, batch: Sequence[Trade], per_statement: i
 
 _PG_STAGE = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS bitty_incoming (n integer, exchange text, symbol text, trade_id text, "
-    "price numeric, size numeric, side text, time timestamptz, received_at timestamptz) ON COMMIT DELETE ROWS"
+    "price numeric, size numeric, side text, time timestamp, received_at timestamp) ON COMMIT DELETE ROWS"
 )
 _PG_INSERT = (
     "INSERT INTO trades (exchange, symbol, trade_id, price, size, side, time, received_at) "
-    "SELECT exchange, symbol, trade_id, price, size, side, time, received_at FROM bitty_incoming ORDER BY n "
+    "SELECT exchange, symbol, trade_id, price, size, side, time AT TIME ZONE 'UTC', received_at AT TIME ZONE 'UTC' "
+    "FROM bitty_incoming ORDER BY n "
     "ON CONFLICT (exchange, symbol, trade_id) DO NOTHING RETURNING exchange, symbol, trade_id"
 )
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(batch: Sequence[Trade]) -> str:
+    """The batch in COPY's text format, numbered to keep its order: one write for the whole
+    batch instead of adapting each value in Python (a third of the writer's time)."""
+    rows = _text_rows(batch)
+    text = "".join([f"{n}\t" + "\t".join(row) + "\n" for n, row in enumerate(rows)])
+    if text.count("\t") != 8 * len(rows) or text.count("\n") != len(rows) or "\\" in text or "\r" in text:
+        # a value holds a tab, a line break or a backslash: escape them all
+        text = "".join([f"{n}\t" + "\t".join(v.translate(_COPY_ESCAPES) for v in row) + "\n"
+                        for n, row in enumerate(rows)])
+    return text
 
 
 def _postgresql_insert(conn: sa.Connection, batch: Sequence[Trade]) -> set[tuple[str, str, str]] | None:
@@ -270,12 +292,10 @@ def _postgresql_insert(conn: sa.Connection, batch: Sequence[Trade]) -> set[tuple
     with raw.cursor() as cursor:
         cursor.execute(_PG_STAGE)
         with cursor.copy("COPY bitty_incoming FROM STDIN") as copy:
-            for n, t in enumerate(batch):
-                copy.write_row((n, t.exchange, t.symbol, t.trade_id, t.price, t.size, t.side, t.time, t.received_at))
+            copy.write(_copy_text(batch))
         cursor.execute(_PG_INSERT)
-        inserted = None if cursor.rowcount == len(batch) else {tuple(r) for r in cursor.fetchall()}
-        cursor.execute("TRUNCATE bitty_incoming")  # a retry in the same transaction starts clean
-    return inserted
+        # The staged rows go at commit (ON COMMIT DELETE ROWS) or with a rollback.
+        return None if cursor.rowcount == len(batch) else {tuple(r) for r in cursor.fetchall()}
 
 
 def _reason(exc: BaseException) -> str:

@@ -89,6 +89,19 @@ def test_large_batches_report_exactly_the_new_trades(db_url: str) -> None:
         store.close()
 
 
+def test_any_text_in_a_trade_id_is_stored_as_is(db_url: str) -> None:
+    """Ids and symbols are exchange data: tabs, line breaks and backslashes survive the bulk paths."""
+    store = Store(db_url)
+    store.open()
+    try:
+        odd = ["a\tb", "c\nd", "e\\f", "g\rh", "\\N", "ü€𝄞", "plain"]
+        batch = [Trade("testex", "BTC\t-USD", tid, Decimal("1"), Decimal("2"), "buy", T0, T0) for tid in odd]
+        assert store.write(batch) == batch
+        assert [(t.symbol, t.trade_id) for t in store.read_trades()] == [("BTC\t-USD", tid) for tid in odd]
+    finally:
+        store.close()
+
+
 def test_quarantine_is_stored_with_the_trades(db_url: str) -> None:
     """Quarantined frames are written in the same transaction as the batch."""
     store = Store(db_url)
