@@ -201,8 +201,11 @@ class BaseConsumer:
         try:
             callback(arg)
         except Exception:  # a failing callback must not stop the stream
-            self.stats.callback_errors += 1
-            logger.exception("%s : callback %r failed", self.consumer_id, callback)
+            self._callback_failed(callback)
+
+    def _callback_failed(self, callback: Callable[[Any], Any]) -> None:
+        self.stats.callback_errors += 1
+        logger.exception("%s : callback %r failed", self.consumer_id, callback)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -559,10 +562,21 @@ class BaseConsumer:
     def _dispatch_trades(self, outcome: Outcome, data: str | bytes) -> None:
         liveness = self._liveness
         now = time.monotonic()
-        for trade in outcome.trades:
-            if liveness is not None:
-                liveness.on_trade(trade.symbol, trade.trade_id, now)
-            self._on_trade(trade)
+        callbacks = self.on_trade_callbacks
+        if len(callbacks) == 1 and not _is_async(callbacks[0]):  # the collector's writer: inline _call
+            callback = callbacks[0]
+            for trade in outcome.trades:
+                if liveness is not None:
+                    liveness.on_trade(trade.symbol, trade.trade_id, now)
+                try:
+                    callback(trade)
+                except Exception:  # a failing callback must not stop the stream
+                    self._callback_failed(callback)
+        else:
+            for trade in outcome.trades:
+                if liveness is not None:
+                    liveness.on_trade(trade.symbol, trade.trade_id, now)
+                self._on_trade(trade)
         if outcome.trades:
             self.stats.trades += len(outcome.trades)
             # the original status view: once per frame, its last trade

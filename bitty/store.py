@@ -227,7 +227,7 @@ def _utc_text(moment: datetime) -> str:
 def _text_rows(batch: Sequence[Trade]) -> list[tuple[str, ...]]:
     """The trade columns as text: decimals without exponents and times as naive UTC text with six
     fraction digits, which is what SQLAlchemy writes to SQLite and what PostgreSQL parses."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     received_at, received = None, ""
     for t in batch:
         if t.received_at is not received_at:  # a frame's trades share it
@@ -257,9 +257,9 @@ def _sqlite_insert(conn: sa.Connection, batch: Sequence[Trade], per_statement: i
         return set()
     # This transaction has held SQLite's write lock since its first insert, and new rows get
     # ids above every existing one: the newest ``added`` rows are exactly the ones inserted.
-    rows = conn.exec_driver_sql(
+    newest = conn.exec_driver_sql(
         "SELECT exchange, symbol, trade_id FROM trades ORDER BY id DESC LIMIT ?", (added,))
-    return {tuple(r) for r in rows}
+    return {(r[0], r[1], r[2]) for r in newest}
 
 
 _PG_STAGE = (

@@ -297,3 +297,10 @@ def test_a_failing_callback_does_not_stop_the_stream() -> None:
     run = against(handler, 0.3, setup=lambda consumer: consumer.on_trade(broken))
     assert [t.trade_id for t in run.trades] == ["1", "2"]
     assert run.connections == 1 and run.consumer.stats.callback_errors == 2
+
+    def only(consumer: BaseConsumer) -> None:  # the single-callback path the collector's writer takes
+        consumer.on_trade_callbacks.clear()
+        consumer.on_trade(broken)
+
+    run = against(handler, 0.3, setup=only)
+    assert run.connections == 1 and run.consumer.stats.callback_errors == 2 and run.consumer.stats.trades == 2
