@@ -115,13 +115,13 @@ def test_quarantine_is_stored_with_the_trades(db_url: str) -> None:
         store.close()
 
 
-def test_writer_batches_and_flushes_everything_on_close(db_url: str) -> None:
+def test_writer_batches_and_flushes_everything_on_close(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The writer accepts trades without blocking and close() leaves nothing unwritten."""
     async def main() -> tuple[int, int, int]:
         store = Store(db_url)
         store.open()
         stored: list[Trade] = []
-        writer = Writer(store, batch_size=100, flush_interval=10, on_stored=stored.extend)
+        writer = Writer(store, batch_size=100, flush_interval=10, on_stored=stored.extend, spill_dir=tmp_path)
         writer.start()
         for n in range(1050):
             writer.put(trade(n))
@@ -144,7 +144,7 @@ def test_a_failing_output_does_not_stop_the_writer(tmp_path) -> None:  # type: i
     async def main() -> int:
         store = Store(f"sqlite:///{tmp_path}/w.db")
         store.open()
-        writer = Writer(store, batch_size=10, flush_interval=0.01, on_stored=broken)
+        writer = Writer(store, batch_size=10, flush_interval=0.01, on_stored=broken, spill_dir=tmp_path / "spill")
         writer.start()
         for n in range(25):
             writer.put(trade(n))
