@@ -87,12 +87,12 @@ def _all_str(items: list[Any]) -> bool:
 _ORDER = {"lt": "<", "gt": ">", "lte": "<=", "gte": ">="}
 # JMESPath's false values: null, false, '', [] and {} (0 is true). Only a value Python finds false
 # can be one, so the usual true value costs three tests.
-_FALSY = "({0} is None or {0} is False or (not {0} and ({0} == '' or {0} == [] or {0} == {{}})))"
+FALSY = "({0} is None or {0} is False or (not {0} and ({0} == '' or {0} == [] or {0} == {{}})))"
 _MAX_DEPTH = 40  # deeper subtrees become their own function, keeping indentation shallow
 _CHAINS = ("subexpression", "index_expression", "pipe")
 
 
-class _Codegen:
+class Codegen:
     """Source for a set of functions sharing one closure of constants.
 
     ``inline`` code (for ``bitty.program``) may raise where the exact code would return a value
@@ -131,7 +131,7 @@ class _Codegen:
                  roots: dict[str, str] | None = None) -> str:
         """Define a function evaluating ``node`` and return its name."""
         name = self.fresh("_f")
-        body = _Body(self, roots)
+        body = Body(self, roots)
         result = body.emit(node, params[0] if roots is None else "", 1)
         lines = [f"def {name}({', '.join(params)}):", *body.lines, f"    return {result}"]
         self.functions.append("\n".join(lines))
@@ -150,10 +150,10 @@ class _Codegen:
         return namespace["_factory"](*self.consts.values())
 
 
-class _Body:
+class Body:
     """Statements of one generated function. ``emit`` returns a name holding the result."""
 
-    def __init__(self, gen: _Codegen, roots: dict[str, str] | None, memo: dict[Any, str] | None = None,
+    def __init__(self, gen: Codegen, roots: dict[str, str] | None, memo: dict[Any, str] | None = None,
                  memo_depth: int = 0, dicts: frozenset[str] = frozenset()) -> None:
         self.gen = gen
         self.lines: list[str] = []
@@ -287,7 +287,7 @@ class _Body:
         left = self.emit(node["children"][0], src, depth)
         out = self.var()
         self.line(f"{out} = {left}", depth)
-        self.line(f"if {negate}{_FALSY.format(out)}:", depth)
+        self.line(f"if {negate}{FALSY.format(out)}:", depth)
         right = self.emit(node["children"][1], src, depth + 1)
         self.line(f"{out} = {right}", depth + 1)
         return out
@@ -365,7 +365,7 @@ class _Body:
         if test is not None:
             flag = self.var()
             self.line(f"{flag} = {test}({item})", inner)
-            self.line(f"if {_FALSY.format(flag)}:", inner)
+            self.line(f"if {FALSY.format(flag)}:", inner)
             self.line("continue", inner + 1)
         self.line(f"{value} = {body}({item})" if body else f"{value} = {item}", inner)
         self.line(f"if {value} is not None:", inner)
@@ -500,7 +500,7 @@ def _constant_mapping(node: dict[str, Any], root_is_object: bool) -> dict[str, A
 def compile_ast(ast: dict[str, Any]) -> Callable[[Any], Any]:
     """A function of one value, equal to ``TreeInterpreter(OPTIONS).visit(ast, value)``."""
     try:
-        gen = _Codegen()
+        gen = Codegen()
         return gen.build(gen.function(ast))
     except Exception:  # anything it cannot express stays with the interpreter
         return lambda value: _INTERPRETER.visit(ast, value)
@@ -511,12 +511,12 @@ def compile_record(asts: list[dict[str, Any]], roots: tuple[str, ...]) -> Callab
     if each was evaluated on ``{roots[0]: arg0, ...}``: the mapper's fields, without that dict."""
     params = tuple(f"a{i}" for i in range(len(roots)))
     try:
-        gen = _Codegen()
+        gen = Codegen()
         names = dict(zip(roots, params, strict=True))
         lines = [f"def _record({', '.join(params)}):"]
         results = []
         for ast in asts:
-            body = _Body(gen, names)
+            body = Body(gen, names)
             results.append(body.emit(ast, "", 1))
             lines += body.lines
         lines.append(f"    return ({''.join(result + ', ' for result in results)})")

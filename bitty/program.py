@@ -20,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from bitty.compiler import _FALSY, _Body, _Codegen
+from bitty.compiler import FALSY, Body, Codegen
 from bitty.functions import to_text
 from bitty.model import MessageKind, Spec
 from bitty.trade import Trade
@@ -30,9 +30,9 @@ Program = Callable[[Any, datetime, "dict[str, str] | None"], Any]
 _TRADE_FIELDS = ("price", "size", "side", "time")
 _TIMES = ("epoch_s", "epoch_ms", "epoch_us", "iso_time")  # inline forms giving a datetime or None
 # Nodes evaluated against the same current value as their parent (their first child, for chains).
-_SAME_CONTEXT = {"or_expression", "and_expression", "not_expression", "comparator", "multi_select_list",
+_SAME_CURRENT = {"or_expression", "and_expression", "not_expression", "comparator", "multi_select_list",
                  "multi_select_dict", "key_val_pair", "function_expression", "flatten"}
-_CHAINS = {"subexpression", "index_expression", "pipe", "projection", "value_projection", "filter_projection"}
+_PASS_ON = {"subexpression", "index_expression", "pipe", "projection", "value_projection", "filter_projection"}
 
 
 def compile_program(spec: Spec, exchange: str, known: dict[str, str], outcome: type, sides: dict[str, str],
@@ -52,7 +52,7 @@ def compile_program(spec: Spec, exchange: str, known: dict[str, str], outcome: t
 
 def _compile(spec: Spec, kinds: list[MessageKind], exchange: str, known: dict[str, str], outcome: type,
              sides: dict[str, str], derive: Callable[..., str]) -> Program:
-    gen = _Codegen(inline=True)
+    gen = Codegen(inline=True)
     gen.consts.update(_known=known, _exchange=exchange, _Outcome=outcome, _SIDES=sides, _derive=derive,
                       _Trade=Trade, _DecimalType=Decimal, _ZERO=Decimal(0), _datetime=datetime, _to_text=to_text)
     lines = ["def _program(frame, received_at, channels):", "    try:"]
@@ -64,10 +64,10 @@ def _compile(spec: Spec, kinds: list[MessageKind], exchange: str, known: dict[st
     checks += [(kind.match, kind if any(kind is k for k in kinds) else None) for kind in spec.messages]
     memo: dict[Any, str] = {}  # what the matches computed, reused by later matches and the records
     for match, kind in checks:
-        body = _Body(gen, None, memo, 2)
+        body = Body(gen, None, memo, 2)
         value = body.emit(match.ast, "frame", 2)
         lines += body.lines
-        lines.append(f"        if not {_FALSY.format(value)}:")
+        lines.append(f"        if not {FALSY.format(value)}:")
         if kind is None:
             lines.append("            return None")
         else:
@@ -83,7 +83,7 @@ def _eligible(kind: MessageKind) -> bool:
     return kind.type == "trade" and has_symbol and all(n in names for n in _TRADE_FIELDS)
 
 
-def _trade_code(gen: _Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[str]:
+def _trade_code(gen: Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[str]:
     """Statements (at depth 3) turning the frame's records into the trade Outcome, or returning None."""
     lines: list[str] = []
 
@@ -93,7 +93,7 @@ def _trade_code(gen: _Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[
     if kind.records is None:
         line("records = [frame]")
     else:
-        body = _Body(gen, None, memo, 3)
+        body = Body(gen, None, memo, 3)
         value = body.emit(kind.records.ast, "frame", 3)
         lines.extend(body.lines)
         line(f"records = {value}")
@@ -102,7 +102,7 @@ def _trade_code(gen: _Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[
         line("return None", 5)
         line("records = [records]", 4)
     if kind.channel is not None:  # the symbol the channel was assigned when subscribed
-        body = _Body(gen, None, memo, 3)
+        body = Body(gen, None, memo, 3)
         value = body.emit(kind.channel.ast, "frame", 3)
         lines.extend(body.lines)
         line(f"channel = {value} if type({value}) is str else _to_text({value})")
@@ -121,7 +121,7 @@ def _trade_code(gen: _Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[
                       if all(_only_fields(expr.ast, root) for _, expr in kind.fields))
     record_memo: dict[Any, str] = {}
     for name, expr in kind.fields:
-        body = _Body(gen, {"record": "record", "frame": "frame"}, record_memo, 4, dicts)
+        body = Body(gen, {"record": "record", "frame": "frame"}, record_memo, 4, dicts)
         at[name] = body.emit(expr.ast, "", 4)
         lines.extend(body.lines)
     # The checks of Mapper._trade, in its order; any failure leaves the frame to it.
@@ -182,7 +182,7 @@ def _only_fields(node: dict[str, Any], root: str, at_root: bool = True) -> bool:
         return False  # read as a whole
     if at_root and kind in ("current", "identity"):
         return False  # the root object as a whole, root included
-    if kind in _CHAINS and children:
+    if kind in _PASS_ON and children:
         head, rest = children[0], children[1:]
         if (at_root and kind == "subexpression" and head["type"] == "field" and head["value"] == root
                 and rest and rest[0]["type"] == "field"):
@@ -190,5 +190,5 @@ def _only_fields(node: dict[str, Any], root: str, at_root: bool = True) -> bool:
         return _only_fields(head, root, at_root) and all(_only_fields(c, root, False) for c in rest)
     if kind == "expref":
         return all(_only_fields(c, root, False) for c in children)
-    same = at_root and kind in _SAME_CONTEXT
+    same = at_root and kind in _SAME_CURRENT
     return all(_only_fields(c, root, same) for c in children)
