@@ -29,9 +29,10 @@ Program = Callable[[Any, datetime, "dict[str, str] | None"], Any]
 
 _TRADE_FIELDS = ("price", "size", "side", "time")
 _TIMES = ("epoch_s", "epoch_ms", "epoch_us", "iso_time")  # inline forms giving a datetime or None
-# Nodes evaluated against the same current value as their parent (their first child, for chains).
+# Nodes whose children all see the parent's current value.
 _SAME_CURRENT = {"or_expression", "and_expression", "not_expression", "comparator", "multi_select_list",
                  "multi_select_dict", "key_val_pair", "function_expression", "flatten"}
+# Chains: the first child sees the parent's current value, the others what came before them.
 _PASS_ON = {"subexpression", "index_expression", "pipe", "projection", "value_projection", "filter_projection"}
 
 
