@@ -1,5 +1,6 @@
-"""The benchmark's flooding server: its frames are ``bench.frames.generate``'s, byte for byte,
-and it speaks enough RFC 6455 for aiohttp's client (handshake, ping, close)."""
+"""The benchmark's frames and flooding server: every exchange's frames map through its bundled
+spec into the trades they carry; the server's frames are ``bench.frames.generate``'s, byte for
+byte, and it speaks enough RFC 6455 for aiohttp's client (handshake, ping, close)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,54 @@ import asyncio
 import itertools
 import multiprocessing
 import os
+from datetime import UTC, datetime
 
 import aiohttp
 import orjson
 import pytest
 
 from bench import server, wire
-from bench.frames import EXCHANGES, generate, native, symbols
+from bench.frames import EXCHANGES, SCALE_EXCHANGES, generate, heartbeats, native, symbols, trades_in
+from bench.mapping import load
+from bitty.mapper import Mapper
 
 COUNT = 2_345  # two whole chunks and a partial one
+
+
+@pytest.mark.parametrize("exchange", SCALE_EXCHANGES)
+def test_frames_map_through_the_bundled_spec_into_their_trades(exchange: str) -> None:
+    """Each frame maps to its trades (its symbol, unique ids) with no reject, fast path or not."""
+    spec = load(exchange)
+    chosen = symbols(exchange, 12)
+    natives = [native(exchange, s) for s in chosen]
+    assert natives == [spec.symbols.to_native(s) for s in chosen]  # what bitty subscribes to
+    mapper = Mapper(spec)
+    mapper.learn(chosen)
+    received = datetime.now(UTC)
+    trades = []
+    for n, text in enumerate(generate(exchange, natives, 60, start_id=501)):
+        outcome = mapper.handle(mapper.decode(text), received)
+        assert (outcome.kind, outcome.rejects) == ("trade", []), text
+        assert outcome == mapper.handle_exactly(mapper.decode(text), received)
+        assert outcome.trades and {t.symbol for t in outcome.trades} == {chosen[n % 12]}
+        trades += outcome.trades
+    assert len(trades) == trades_in(exchange, 60)
+    assert len({(t.symbol, t.trade_id) for t in trades}) == len(trades)
+
+
+@pytest.mark.parametrize("exchange", SCALE_EXCHANGES)
+def test_heartbeats_are_frames_the_spec_knows(exchange: str) -> None:
+    """Busy and idle heartbeats map to heartbeats (or frames to ignore), never to unknown frames."""
+    mapper = Mapper(load(exchange))
+    chosen = symbols(exchange, 3)
+    mapper.learn(chosen)
+    natives = [native(exchange, s) for s in chosen]
+    for idle in (False, True):
+        for data in heartbeats(exchange, natives, 1, 7, idle):
+            outcome = mapper.handle(mapper.decode(data.decode()), datetime.now(UTC))
+            assert outcome.kind in ("heartbeat", "ignore"), data
+            if exchange == "coinbase":
+                assert outcome.symbol in chosen and outcome.last_trade_id is not None
 
 
 def _url(exchange: str, port: int, natives: list[str]) -> str:
