@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-EXCHANGES = ("binance", "coinbase", "kraken")
 
 
 def _in_process(fn: Callable[..., Any], *args: Any) -> Any:
@@ -25,11 +25,11 @@ def _in_process(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 class _Server:
-    def __init__(self, frames: int) -> None:
+    def __init__(self, frames: dict[str, int], per_symbol: int = 0, per_second: float = 0.0) -> None:
         from bench.server import serve
         ctx = multiprocessing.get_context("spawn")
         self.pipe, child = ctx.Pipe()
-        self.process = ctx.Process(target=serve, args=(frames, child), daemon=True)
+        self.process = ctx.Process(target=serve, args=(frames, child, per_symbol, per_second), daemon=True)
         self.process.start()
         self.ports: dict[str, int] = self.pipe.recv()
 
@@ -43,7 +43,7 @@ class _Server:
 def _pg_schema() -> tuple[str, Callable[[], None]] | None:
     try:
         import sqlalchemy as sa
-        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        engine = sa.create_engine(PG_URL, pool_pre_ping=True, connect_args={"connect_timeout": 3})
         schema = f"bench_{uuid.uuid4().hex[:8]}"
         with engine.begin() as conn:
             conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
@@ -67,24 +67,23 @@ def _row(name: str, r: dict[str, Any], floor: dict[str, Any] | None) -> str:
             f" {ratio:>8}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller runs, about 40 s")
-    args = parser.parse_args(argv)
-    frames = 30_000 if args.quick else 150_000
-    scale_frames = 300 if args.quick else 1_500
+def _warn(name: str, r: dict[str, Any]) -> None:
+    """A line for what would make a run's numbers wrong: restarted connections (a restart
+    floods again), quarantined frames, trades spilled to disk (the writer fell behind), trades
+    missing."""
+    if r["reconnects"] or r["quarantined"] or r["spilled"] or r["trades"] != r["expected"]:
+        print(f"  WARNING {name}: {r['reconnects']} reconnects, {r['quarantined']} frames quarantined, "
+              f"{r['spilled']:,} trades spilled, {r['trades']:,} of {r['expected']:,} trades stored")
 
-    from bench import mapping
+
+def _end_to_end(tmp: Path, frames: int) -> None:
+    """Each of binance, coinbase and kraken alone: the floor, then bitty into SQLite and PostgreSQL."""
     from bench.endtoend import run_bitty as _bitty
     from bench.endtoend import run_floor as _floor
-    print("\nMapping, decode + map, messages/s (target >= 400k for binance and coinbase)")
-    print(f"{'exchange':<10} {'spec mapper':>12} {'hand-written':>13} {'jmespath.search':>16}")
-    for r in mapping.run(seconds=0.5 if args.quick else 1.5, frames_per_exchange=20_000):
-        print(f"{r['exchange']:<10} {r['spec mapper']:>12,.0f} {r['hand-written']:>13,.0f} {r['jmespath.search']:>16,.0f}")
+    from bench.frames import EXCHANGES
 
-    server = _Server(frames)
+    server = _Server({exchange: frames for exchange in EXCHANGES})
     pg = _pg_schema()
-    tmp = Path(tempfile.mkdtemp(prefix="bitty-bench-"))
     try:
         print(f"\nEnd to end, {frames:,} frames per run (targets: SQLite >= 150k, PostgreSQL >= 100k trades/s)")
         print(f"{'run':<24} {'msgs/s':>10} {'trades/s':>10} {'cpu/100k':>9} {'rss MB':>8} {'vs floor':>8}")
@@ -93,23 +92,72 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_row(f"floor {exchange}", floor, None))
             result = _in_process(_bitty, [exchange], server.ports, f"sqlite:///{tmp}/bitty-{exchange}.db", 0, frames)
             print(_row(f"bitty {exchange} sqlite", result, floor))
+            _warn(f"bitty {exchange} sqlite", result)
             if pg is not None:
                 result = _in_process(_bitty, [exchange], server.ports, pg[0], 0, frames)
                 print(_row(f"bitty {exchange} postgres", result, floor))
-    finally:
-        server.close()
-
-    server = _Server(scale_frames)
-    try:
-        print(f"\nScale: 1,000 symbols per exchange, {', '.join(EXCHANGES)} at once, {scale_frames:,} frames per connection")
-        r = _in_process(_bitty, list(EXCHANGES), server.ports, f"sqlite:///{tmp}/scale.db", 1000, scale_frames)
-        print(f"  {r['trades']:,} of {r['expected']:,} trades in {r['seconds']:.1f}s; "
-              f"CPU {r['cpu'] / max(r['trades'], 1) * 1e6:.1f} us per trade; peak RSS {r['rss_mb']:.0f} MB, "
-              f"{(r['rss_mb'] - r['rss_before_mb']) * 1024 / r['symbols']:.1f} KB per symbol above the idle process")
+                _warn(f"bitty {exchange} postgres", result)
     finally:
         server.close()
         if pg is not None:
             pg[1]()
+
+
+def _scale(tmp: Path, sizes: Sequence[int], per_symbol: int, per_second: float) -> None:
+    """Every scale exchange at once in one process, ``n`` symbols each over the connections its
+    spec's limits require, each symbol trading ``per_second`` frames a second until it has had
+    ``per_symbol``: the cost of a trade and of a symbol should not change with ``n``."""
+    from bench.endtoend import largest_connection
+    from bench.endtoend import run_bitty as _bitty
+    from bench.frames import SCALE_EXCHANGES
+
+    frames = {e: per_symbol * largest_connection(e, max(sizes)) for e in SCALE_EXCHANGES}
+    server = _Server(frames, per_symbol, per_second)
+    try:
+        print(f"\nScale: {len(SCALE_EXCHANGES)} exchanges at once ({', '.join(SCALE_EXCHANGES)}), n symbols each "
+              f"over the connections the specs' limits require; every symbol gets {per_symbol} frames, "
+              f"{per_second:g} a second")
+        print(f"{'n':>5} {'symbols':>8} {'conns':>6} {'trades':>9} {'seconds':>8} {'us/trade':>9} {'rss MB':>7} "
+              f"{'KB/symbol':>10} {'reconnects':>11}")
+        rows = []
+        for n in sizes:
+            r = _in_process(_bitty, list(SCALE_EXCHANGES), server.ports, f"sqlite:///{tmp}/scale-{n}.db", n,
+                            per_symbol, True)
+            r["us"] = r["cpu"] / max(r["trades"], 1) * 1e6
+            r["kb"] = (r["run_rss_mb"] - r["idle_rss_mb"]) * 1024 / r["symbols"]
+            rows.append(r)
+            print(f"{n:>5,} {r['symbols']:>8,} {r['connections']:>6} {r['trades']:>9,} {r['seconds']:>8.1f} "
+                  f"{r['us']:>9.1f} {r['run_rss_mb']:>7.0f} {r['kb']:>10.1f} {r['reconnects']:>11}")
+            _warn(f"{r['symbols']:,} symbols", r)
+    finally:
+        server.close()
+    small, large = rows[0], rows[-1]
+    cpu, memory = large["us"] / small["us"], large["kb"] / max(small["kb"], 0.1)
+    added = (large["run_rss_mb"] - small["run_rss_mb"]) * 1024 / (large["symbols"] - small["symbols"])
+    verdict = "linear or better" if cpu <= 1.25 and memory <= 1.25 else "WORSE than linear"
+    print(f"{large['symbols'] // small['symbols']}x the symbols: CPU per trade x{cpu:.2f}, memory per symbol x{memory:.2f} "
+          f"(1.00 is linear, more is worse; noise about 25%): {verdict}; each symbol past the first "
+          f"{small['symbols']:,} adds {added:.1f} KB")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller runs, about 40 s")
+    args = parser.parse_args(argv)
+    frames = 30_000 if args.quick else 150_000
+
+    from bench import mapping
+    print("\nMapping, decode + map, messages/s (target >= 400k for binance and coinbase)")
+    print(f"{'exchange':<10} {'spec mapper':>12} {'hand-written':>13} {'jmespath.search':>16}")
+    for r in mapping.run(seconds=0.5 if args.quick else 1.5, frames_per_exchange=20_000):
+        print(f"{r['exchange']:<10} {r['spec mapper']:>12,.0f} {r['hand-written']:>13,.0f} {r['jmespath.search']:>16,.0f}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bitty-bench-"))
+    try:
+        _end_to_end(tmp, frames)
+        _scale(tmp, (100, 1000) if args.quick else (100, 300, 1000), 10 if args.quick else 20, per_second=2)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

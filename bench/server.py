@@ -1,12 +1,18 @@
-"""A local websocket server flooding frames: one port per exchange, run in its own process so
-its CPU is not counted against the client. Each connection learns its symbols the way the
-exchange does (Binance: the URL's streams; Coinbase and Kraken: the subscribe message).
+"""A local websocket server sending trade frames: one port per exchange, run in its own process
+so its CPU is not counted against the client.
 
-The server has to outrun any client on a machine with few cores, so it encodes nothing per
-frame. At start-up every frame ``bench.frames.generate`` yields becomes a byte template with
-holes where a connection differs (its symbols, its trade ids); a connection fills a chunk of
-templates with C-level ``map``/``zip``, joins them with their websocket headers and writes the
-chunk in one call. The bytes sent are exactly what ``generate`` would give that connection."""
+A connection names its symbols in its URL, in Binance's own ``streams=btcusdt@trade/...`` or,
+for any exchange, in ``natives=BTC-USD,ETH-USD`` (the bench hands consumers such a URL
+template; they still send their real subscribe messages, which the server ignores). It gets
+``bench.frames.generate``'s frames for those symbols with its own trade ids, and the heartbeats
+the exchange sends meanwhile: as fast as it reads them (a flood), or at a steady rate per symbol
+(a market). Then it gets a ping and the exchange's idle heartbeats every ``IDLE_EVERY``
+seconds, so that no watchdog restarts a connection waiting for the others to finish.
+
+A flood has to outrun any client on a machine with few cores, so the server encodes nothing
+per frame: a connection fills a chunk of ``bench.frames.templates`` with C-level ``map``, joins
+them with their websocket headers and writes the chunk in one call.
+"""
 
 from __future__ import annotations
 
@@ -14,141 +20,131 @@ import asyncio
 import contextlib
 import functools
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-import orjson
-
 from bench import wire
-from bench.frames import EXCHANGES, generate
+from bench.frames import heartbeats, holes, templates
 
-CHUNK = 1000  # frames per write: large enough to cost nothing per frame, small enough to start at once
-_ids = itertools.count(1, 1_000_000)
+CHUNK = 500  # frames per flood write, and between two of Coinbase's heartbeat rounds in a flood
+TICK = 0.05  # seconds between two writes of a paced connection
+IDLE_EVERY = 1.0  # seconds between pings (and idle heartbeats) once a connection's flood is done
+_ids = itertools.count(1, 1_000_000)  # a connection's first frame id: its trade ids are its own
 _headers = wire.TextHeaders()
 
-# The holes in each exchange's frames, by path: what a connection fills in. Every other value is
-# the same for all connections. A stream is "<native in lower case>@trade"; an id hole holds the
-# connection's trade id plus a fixed offset (Coinbase's sequence is its trade id + 50 billion).
-STREAM, SYMBOL, ID = "stream", "symbol", "id"
-HOLES: dict[str, dict[tuple[str | int, ...], str]] = {
-    "binance": {("stream",): STREAM, ("data", "s"): SYMBOL, ("data", "t"): ID},
-    "coinbase": {("trade_id",): ID, ("product_id",): SYMBOL, ("sequence",): ID},
-    "kraken": {(3,): SYMBOL},
-}
+
+def _join(payloads: list[bytes]) -> bytes:
+    """Payloads as consecutive websocket text frames."""
+    out = [b""] * (2 * len(payloads))
+    out[0::2] = map(_headers.__getitem__, map(len, payloads))
+    out[1::2] = payloads
+    return b"".join(out)
 
 
 @dataclass(frozen=True)
-class Templates:
-    """One exchange's frames with holes: ``frames[n] % args`` is frame n as bytes. ``holes``
-    lists (kind, offset) in the order the holes appear, which is the order ``%`` takes args."""
+class Feed:
+    """One exchange's frames as templates. A connection gets ``per_symbol`` frames for each of
+    its symbols (all of ``frames`` when 0): as fast as it reads them, or ``per_second`` a second
+    for each symbol."""
 
     exchange: str
     frames: list[bytes]
-    holes: tuple[tuple[str, int], ...]
+    per_symbol: int = 0
+    per_second: float = 0.0
 
-    @classmethod
-    def build(cls, exchange: str, count: int) -> Templates:
-        """Cut the holes out of ``generate``'s own frames, so every other byte is its byte.
-        Raises ValueError if the frames no longer fit ``HOLES``."""
-        paths = list(HOLES[exchange])
-        markers = [orjson.dumps(f"\x00{i}") for i in range(len(paths))]
-        frames: list[bytes] = []
-        holes: tuple[tuple[str, int], ...] | None = None
-        for n, text in enumerate(generate(exchange, ["X"], count, start_id=1)):
-            message = orjson.loads(text)
-            found = []
-            for path, marker in zip(paths, markers, strict=True):
-                *parents, last = path
-                parent = functools.reduce(lambda node, key: node[key], parents, message)
-                value = parent[last]
-                parent[last] = orjson.loads(marker)
-                found.append((HOLES[exchange][path], value - (1 + n) if isinstance(value, int) else 0))
-            template = orjson.dumps(message).replace(b"%", b"%%")
-            order = sorted(range(len(paths)), key=lambda i: template.index(markers[i]))
-            these = tuple(found[i] for i in order)
-            if holes is None:
-                holes = these
-            elif these != holes:
-                raise ValueError(f"{exchange} frame {n}: holes {these} differ from frame 0's {holes}")
-            for (kind, _), i in zip(these, order, strict=True):
-                template = template.replace(markers[i], b"%d" if kind == ID else b"%s")
-            frames.append(template)
-        return cls(exchange, frames, holes or ())
+    def count(self, natives: list[str]) -> int:
+        """How many frames a connection for ``natives`` gets. Raises ValueError beyond ``frames``."""
+        count = self.per_symbol * len(natives) if self.per_symbol else len(self.frames)
+        if count > len(self.frames):
+            raise ValueError(f"{self.exchange}: {len(natives)} symbols need {count} frames, "
+                             f"the server built {len(self.frames)}")
+        return count
 
-    def chunks(self, natives: list[str], start_id: int, size: int = CHUNK) -> Iterator[bytes]:
-        """Websocket text frames of ``generate(exchange, natives, count, start_id)``, ``size`` at a time."""
-        if not natives:
-            return
-        columns: list[Iterator[Any]] = []
-        for kind, offset in self.holes:
-            if kind == ID:
-                columns.append(itertools.count(start_id + offset))
-            else:
-                texts = [n.lower() + "@trade" if kind == STREAM else n for n in natives]
-                columns.append(itertools.cycle([orjson.dumps(t) for t in texts]))
-        args = zip(*columns, strict=False) if columns else itertools.repeat(())  # all endless
-        for lo in range(0, len(self.frames), size):
-            # map stops at the shortest iterable, taking nothing more from args
-            payloads = list(map(bytes.__mod__, self.frames[lo:lo + size], args))
-            out = [b""] * (2 * len(payloads))
-            out[0::2] = map(_headers.__getitem__, map(len, payloads))
-            out[1::2] = payloads
-            yield b"".join(out)
+    def chunks(self, natives: list[str], start_id: int, count: int, size: int = CHUNK) -> Iterator[bytes]:
+        """``generate(exchange, natives, count, start_id)`` as websocket text frames, ``size`` at
+        a time, each chunk led by the heartbeats the exchange sends during a flood."""
+        values = holes(natives, start_id)
+        for lo in range(0, count, size):
+            yield self.chunk(natives, start_id, values, lo, min(lo + size, count), beat=True)
+
+    def chunk(self, natives: list[str], start_id: int, values: Iterator[dict[bytes, Any]], lo: int, hi: int,
+              beat: bool) -> bytes:
+        """Frames ``lo`` to ``hi`` filled with the next ``values``, after heartbeats if ``beat``."""
+        payloads = heartbeats(self.exchange, natives, start_id, lo, idle=False) if beat else []
+        payloads += map(bytes.__mod__, self.frames[lo:hi], values)  # stops at the slice's end
+        return _join(payloads)
+
+    def idle(self, natives: list[str], start_id: int, count: int) -> bytes:
+        """A ping and the exchange's heartbeats, for a connection whose ``count`` frames are sent."""
+        return wire.frame(b"bench", wire.PING) + _join(heartbeats(self.exchange, natives, start_id, count, idle=True))
 
 
-def subscribed(exchange: str, request: wire.Request, message: bytes | None) -> list[str] | None:
-    """The natives a connection asks for, or None until it has said. Binance names them in the
-    URL (``streams=btcusdt@trade/...``), the others in their first message (``product_ids`` or
-    ``pair``)."""
-    if exchange == "binance":
-        streams = request.query.get("streams", [""])[0]
-        return [s.split("@")[0].upper() for s in streams.split("/") if s]
-    if message is None:
-        return None
-    try:
-        first = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        return []
-    natives = (first.get("product_ids") or first.get("pair")) if isinstance(first, dict) else None
-    return [n for n in natives if isinstance(n, str)] if isinstance(natives, list) else []
+def subscribed(request: wire.Request) -> list[str] | None:
+    """The natives a connection names in its URL, or None if it names none."""
+    if natives := request.query.get("natives"):
+        return [n for n in natives[0].split(",") if n] or None
+    if streams := request.query.get("streams"):
+        return [s.split("@")[0].upper() for s in streams[0].split("/") if s] or None
+    return None
 
 
-async def _flood(writer: asyncio.StreamWriter, chunks: Iterator[bytes]) -> None:
-    for chunk in chunks:
-        writer.write(chunk)
-        await writer.drain()  # the client's pace: no more than the transport's buffer piles up
+async def _stream(writer: asyncio.StreamWriter, feed: Feed, natives: list[str], start_id: int, count: int) -> None:
+    if feed.per_second:
+        await _paced(writer, feed, natives, start_id, count)
+    else:
+        for chunk in feed.chunks(natives, start_id, count):
+            writer.write(chunk)
+            await writer.drain()  # the client's pace: no more than the transport's buffer piles up
+    while True:
+        await asyncio.sleep(IDLE_EVERY)
+        writer.write(feed.idle(natives, start_id, count))
+        await writer.drain()
 
 
-async def _connection(templates: Templates, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """One client: handshake, learn its symbols, flood, then answer pings until it closes."""
+async def _paced(writer: asyncio.StreamWriter, feed: Feed, natives: list[str], start_id: int, count: int) -> None:
+    """``feed.per_second`` frames a second per symbol, written every ``TICK``, with the exchange's
+    busy heartbeats once a second (on time, as no backlog delays them)."""
+    loop = asyncio.get_running_loop()
+    began, sent, beat_at = loop.time(), 0, -1.0
+    rate = feed.per_second * len(natives)
+    values = holes(natives, start_id)
+    while sent < count:
+        await asyncio.sleep(TICK)
+        now = loop.time() - began
+        due = min(count, int(now * rate))
+        beat = now - beat_at >= 1.0
+        beat_at = now if beat else beat_at
+        writer.write(feed.chunk(natives, start_id, values, sent, due, beat))
+        await writer.drain()
+        sent = due
+
+
+async def _connection(feed: Feed, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One client: handshake, flood the symbols its URL names, answer pings until it closes."""
     flood: asyncio.Task[None] | None = None
     try:
         try:
             request = wire.parse_request(await reader.readuntil(b"\r\n\r\n"))
-        except (wire.ProtocolError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
+            natives = subscribed(request)
+            if natives is None:
+                raise wire.ProtocolError("the URL names no symbols (natives= or streams=)")
+            count = feed.count(natives)
+        except (wire.ProtocolError, ValueError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
             writer.write(wire.BAD_REQUEST)
             return
         writer.write(wire.handshake(request))
+        flood = asyncio.create_task(_stream(writer, feed, natives, next(_ids), count))
         parser = wire.Parser()
-        natives = subscribed(templates.exchange, request, None)
-        while True:
-            if flood is None and natives is not None:
-                flood = asyncio.create_task(_flood(writer, templates.chunks(natives, next(_ids))))
-            data = await reader.read(1 << 16)
-            if not data:
-                return
-            for opcode, payload in parser.feed(data):
+        while data := await reader.read(1 << 16):
+            for opcode, payload in parser.feed(data):  # subscribe messages and keepalives: ignored
                 if opcode == wire.PING:
                     writer.write(wire.frame(payload, wire.PONG))
                 elif opcode == wire.CLOSE:
-                    if flood is not None:
-                        flood.cancel()  # before it writes again: nothing may follow the close frame
+                    flood.cancel()  # before it writes again: nothing may follow the close frame
                     writer.write(wire.close(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None))
                     return
-                elif natives is None and opcode in (wire.TEXT, wire.BINARY):
-                    natives = subscribed(templates.exchange, request, payload)
     except wire.ProtocolError as exc:
         writer.write(wire.close(exc.status))
     except ConnectionError:
@@ -162,19 +158,23 @@ async def _connection(templates: Templates, reader: asyncio.StreamReader, writer
             await writer.wait_closed()
 
 
-async def start(frames: int) -> tuple[list[asyncio.Server], dict[str, int]]:
-    """One listening server per exchange on 127.0.0.1, each connection sent ``frames`` frames."""
+async def start(frames: Mapping[str, int], per_symbol: int = 0,
+                per_second: float = 0.0) -> tuple[list[asyncio.Server], dict[str, int]]:
+    """One listening server on 127.0.0.1 for each exchange in ``frames``, with that many frame
+    templates; a connection gets ``per_symbol`` frames per symbol (all of them if 0), flooded or
+    ``per_second`` a second per symbol."""
     servers, ports = [], {}
-    for exchange in EXCHANGES:
-        handler = functools.partial(_connection, Templates.build(exchange, frames))
+    for exchange, count in frames.items():
+        feed = Feed(exchange, templates(exchange, count), per_symbol, per_second)
+        handler = functools.partial(_connection, feed)
         server = await asyncio.start_server(handler, "127.0.0.1", 0)
         servers.append(server)
         ports[exchange] = server.sockets[0].getsockname()[1]
     return servers, ports
 
 
-async def _serve(frames: int, pipe: Connection) -> None:
-    servers, ports = await start(frames)
+async def _serve(frames: Mapping[str, int], per_symbol: int, per_second: float, pipe: Connection) -> None:
+    servers, ports = await start(frames, per_symbol, per_second)
     pipe.send(ports)
     try:
         await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # until told to stop
@@ -183,6 +183,6 @@ async def _serve(frames: int, pipe: Connection) -> None:
             server.close()
 
 
-def serve(frames: int, pipe: Connection) -> None:
+def serve(frames: Mapping[str, int], pipe: Connection, per_symbol: int = 0, per_second: float = 0.0) -> None:
     """Process entry point: send {exchange: port} through ``pipe``, serve until it gets a message."""
-    asyncio.run(_serve(frames, pipe))
+    asyncio.run(_serve(frames, per_symbol, per_second, pipe))

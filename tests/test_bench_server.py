@@ -1,6 +1,6 @@
 """The benchmark's frames and flooding server: every exchange's frames map through its bundled
-spec into the trades they carry; the server's frames are ``bench.frames.generate``'s, byte for
-byte, and it speaks enough RFC 6455 for aiohttp's client (handshake, ping, close)."""
+spec into the trades they carry, the server sends ``bench.frames.generate``'s frames byte for
+byte, and real consumers collect every trade from it without a restart."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ import itertools
 import multiprocessing
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 
 from bench import server, wire
-from bench.frames import EXCHANGES, SCALE_EXCHANGES, generate, heartbeats, native, symbols, trades_in
+from bench.endtoend import bitty_run
+from bench.frames import SCALE_EXCHANGES, generate, heartbeats, native, symbols, trades_in
 from bench.mapping import load
 from bitty.mapper import Mapper
 
-COUNT = 2_345  # two whole chunks and a partial one
+COUNT = 1_234  # two whole chunks and a partial one
 
 
 @pytest.mark.parametrize("exchange", SCALE_EXCHANGES)
@@ -61,24 +63,41 @@ def test_heartbeats_are_frames_the_spec_knows(exchange: str) -> None:
 def _url(exchange: str, port: int, natives: list[str]) -> str:
     if exchange == "binance":
         return f"ws://127.0.0.1:{port}/stream?streams=" + "/".join(n.lower() + "@trade" for n in natives)
-    return f"ws://127.0.0.1:{port}/"
+    return f"ws://127.0.0.1:{port}/bench?natives=" + ",".join(natives)
 
 
-async def _collect(exchange: str, natives: list[str], connections: int) -> list[list[str]]:
-    """What each of ``connections`` successive clients receives, then pings and closes."""
-    servers, ports = await server.start(COUNT)
+def _is_heartbeat(text: str) -> bool:
+    return orjson.loads(text).get("type") == "heartbeat" if text.startswith("{") else False
+
+
+async def _collect(exchange: str, natives: list[str], connections: int) -> list[tuple[list[str], list[str]]]:
+    """What each of ``connections`` successive clients receives: the frames up to the end of the
+    flood, then what comes while it is idle (up to the second ping); then it pings and closes."""
+    servers, ports = await server.start({exchange: COUNT})
     received = []
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(connections):
                 async with session.ws_connect(_url(exchange, ports[exchange], natives), autoping=False) as ws:
-                    if exchange != "binance":
-                        await ws.send_str(orjson.dumps({"product_ids": natives, "pair": natives}).decode())
-                    received.append([(await ws.receive_str(timeout=2)) for _ in range(COUNT)])
+                    flood: list[str] = []
+                    trades = 0
+                    while trades < COUNT:
+                        flood.append(await ws.receive_str(timeout=2))
+                        trades += not _is_heartbeat(flood[-1])
+                    idle, pings = [], 0
+                    while pings < 2:
+                        msg = await ws.receive(timeout=2)
+                        if msg.type == aiohttp.WSMsgType.PING:
+                            assert msg.data == b"bench"
+                            pings += 1
+                        elif pings == 1:
+                            idle.append(msg.data)
+                    received.append((flood, idle))
                     await ws.send_str('{"op":"ping"}')  # a keepalive the server ignores
                     await ws.ping(b"still there?")
-                    pong = await ws.receive(timeout=2)
-                    assert (pong.type, pong.data) == (aiohttp.WSMsgType.PONG, b"still there?")
+                    while (msg := await ws.receive(timeout=2)).type != aiohttp.WSMsgType.PONG:
+                        assert msg.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.TEXT)
+                    assert msg.data == b"still there?"
                     await ws.close()
                     assert ws.close_code == 1000  # the server echoed the close
     finally:
@@ -87,23 +106,91 @@ async def _collect(exchange: str, natives: list[str], connections: int) -> list[
     return received
 
 
-@pytest.mark.parametrize("exchange", EXCHANGES)
+@pytest.mark.parametrize("exchange", SCALE_EXCHANGES)
 def test_frames_are_generates_with_a_fresh_start_id_per_connection(exchange: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each connection gets generate()'s frames for its symbols, trade ids from its own start_id."""
+    """Each connection gets generate()'s frames for its symbols, trade ids from its own start_id,
+    then pings and the exchange's idle heartbeats."""
     monkeypatch.setattr(server, "_ids", itertools.count(1, 1_000_000))
+    monkeypatch.setattr(server, "IDLE_EVERY", 0.02)
     natives = [native(exchange, s) for s in symbols(exchange, 12)]
     first, second = asyncio.run(_collect(exchange, natives, connections=2))
-    assert first == list(generate(exchange, natives, COUNT, start_id=1))
-    assert second == list(generate(exchange, natives, COUNT, start_id=1_000_001))
+    for (flood, idle), start_id in ((first, 1), (second, 1_000_001)):
+        assert [t for t in flood if not _is_heartbeat(t)] == list(generate(exchange, natives, COUNT, start_id=start_id))
+        assert idle == [h.decode() for h in heartbeats(exchange, natives, start_id, COUNT, idle=True)]
+
+
+def test_coinbase_heartbeats_vouch_for_the_last_trade_of_each_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heartbeat round leads every chunk; each names its product's last trade id so far, as
+    bitty's watchdog requires of a healthy stream."""
+    monkeypatch.setattr(server, "IDLE_EVERY", 0.02)
+    natives = [native("coinbase", s) for s in symbols("coinbase", 12)]
+    ((flood, _),) = asyncio.run(_collect("coinbase", natives, connections=1))
+    last: dict[str, int] = {}
+    rounds = 0
+    for text in flood:
+        frame = orjson.loads(text)
+        if frame["type"] == "match":
+            last[frame["product_id"]] = frame["trade_id"]
+        else:
+            rounds += frame["product_id"] == natives[0]
+            assert frame["last_trade_id"] == last.get(frame["product_id"], frame["last_trade_id"])
+    assert rounds == -(-COUNT // server.CHUNK)
+
+
+def test_a_url_without_symbols_is_refused() -> None:
+    """No natives= and no streams=: HTTP 400, as the server cannot know what to send."""
+
+    async def connect() -> int:
+        servers, ports = await server.start({"okx": 10})
+        try:
+            async with aiohttp.ClientSession() as session:
+                with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                    await session.ws_connect(f"ws://127.0.0.1:{ports['okx']}/ws/v5/public")
+                return caught.value.status
+        finally:
+            for s in servers:
+                s.close()
+
+    assert asyncio.run(connect()) == 400
+
+
+def test_bitty_collects_every_exchange_at_once_without_a_restart(tmp_path: Path) -> None:
+    """Real consumers of all ten specs, paced frames per symbol: every trade stored, nothing
+    quarantined, no connection restarted."""
+
+    async def run() -> dict[str, object]:
+        servers, ports = await server.start({e: 3 * 12 for e in SCALE_EXCHANGES}, per_symbol=12, per_second=200)
+        try:
+            return await bitty_run(list(SCALE_EXCHANGES), ports, f"sqlite:///{tmp_path}/scale.db", 3, 12,
+                                   timeout=20, per_symbol=True)
+        finally:
+            for s in servers:
+                s.close()
+
+    r = asyncio.run(run())
+    assert r["expected"] == sum(trades_in(e, 36) for e in SCALE_EXCHANGES)
+    assert (r["trades"], r["reconnects"], r["quarantined"], r["connections"]) == (r["expected"], 0, 0, 10)
 
 
 def test_templates_match_generate_for_odd_symbols() -> None:
     """Symbols JSON must escape, or holding '%', come out as orjson would write them."""
     natives = ['a%s"b', "c\\d", "é/€", "X"]
-    for exchange in EXCHANGES:
-        templates = server.Templates.build(exchange, 40)
-        data = b"".join(templates.chunks(natives, 7, size=16))
-        assert _server_frames(data) == [t.encode() for t in generate(exchange, natives, 40, start_id=7)]
+    for exchange in SCALE_EXCHANGES:
+        frames = list(generate(exchange, natives, 40, start_id=7))
+        for n, text in enumerate(frames):
+            assert natives[n % 4] in _strings(orjson.loads(text)), text
+        feed = server.Feed(exchange, server.templates(exchange, 40))
+        data = b"".join(feed.chunks(natives, 7, 40, size=16))
+        sent = [p for p in _server_frames(data) if not _is_heartbeat(p.decode())]
+        assert sent == [t.encode() for t in frames]
+
+
+def _strings(value: object) -> list[str]:
+    """Every string in a decoded JSON value."""
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [s for item in items for s in _strings(item)]
 
 
 def _server_frames(data: bytes) -> list[bytes]:
@@ -157,12 +244,12 @@ def test_serve_sends_ports_and_stops_when_told() -> None:
     """The process entry point reports one port per exchange and exits on any pipe message."""
     ctx = multiprocessing.get_context("spawn")
     pipe, child = ctx.Pipe()
-    process = ctx.Process(target=server.serve, args=(10, child), daemon=True)
+    process = ctx.Process(target=server.serve, args=(dict.fromkeys(SCALE_EXCHANGES, 10), child), daemon=True)
     process.start()
     try:
         assert pipe.poll(20)
         ports = pipe.recv()
-        assert sorted(ports) == sorted(EXCHANGES) and all(isinstance(p, int) for p in ports.values())
+        assert sorted(ports) == sorted(SCALE_EXCHANGES) and all(isinstance(p, int) for p in ports.values())
         pipe.send("stop")
         process.join(10)
         assert process.exitcode == 0
