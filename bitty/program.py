@@ -91,17 +91,6 @@ def _trade_code(gen: Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[s
     def line(text: str, depth: int = 3) -> None:
         lines.append("    " * depth + text)
 
-    if kind.records is None:
-        line("records = [frame]")
-    else:
-        body = Body(gen, None, memo, 3)
-        value = body.emit(kind.records.ast, "frame", 3)
-        lines.extend(body.lines)
-        line(f"records = {value}")
-        line("if type(records) is not list:")
-        line("if records is None:", 4)
-        line("return None", 5)
-        line("records = [records]", 4)
     if kind.channel is not None:  # the symbol the channel was assigned when subscribed
         body = Body(gen, None, memo, 3)
         value = body.emit(kind.channel.ast, "frame", 3)
@@ -110,11 +99,40 @@ def _trade_code(gen: Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[s
         line("channel_symbol = channels.get(channel or '') if channels is not None else None")
         line("if channel_symbol is None:")
         line("return None", 4)
-    fields = dict(kind.fields)
-    derived = "trade_id" not in fields
+    done = f"return _Outcome('trade', {{}}, [], None, None, None, '', False, {gen.const(kind.name)})"
+    if kind.records is None:  # the frame is the record
+        line("record = frame")
+        line("seen = {}")
+        lines.extend(_record_code(gen, kind, 3, done.format("[{}]")))
+        return lines
+    body = Body(gen, None, memo, 3)
+    value = body.emit(kind.records.ast, "frame", 3)
+    lines.extend(body.lines)
+    line(f"records = {value}")
+    line("if type(records) is dict:")  # one record: no list and no loop
+    line("record = records", 4)
+    line("seen = {}", 4)
+    lines.extend(_record_code(gen, kind, 4, done.format("[{}]")))
+    line("if type(records) is not list:")
+    line("if records is None:", 4)
+    line("return None", 5)
+    line("records = [records]", 4)
     line("out = []")
     line("seen = {}")
     line("for record in records:")
+    lines.extend(_record_code(gen, kind, 4, "out.append({})"))
+    line(done.format("out"))
+    return lines
+
+
+def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str) -> list[str]:
+    """Statements at ``depth`` mapping ``record`` to a Trade, then ``finish`` formatted with it;
+    any check that fails returns None."""
+    lines: list[str] = []
+
+    def line(text: str, extra: int = 0) -> None:
+        lines.append("    " * (depth + extra) + text)
+
     at: dict[str, str] = {}
     # A root read only as ``root.name`` gives nothing but nulls unless it is an object: there it
     # is read without the type test, and an exception leaves the frame to the exact path.
@@ -122,55 +140,54 @@ def _trade_code(gen: Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[s
                       if all(_only_fields(expr.ast, root) for _, expr in kind.fields))
     record_memo: dict[Any, str] = {}
     for name, expr in kind.fields:
-        body = Body(gen, {"record": "record", "frame": "frame"}, record_memo, 4, dicts)
-        at[name] = body.emit(expr.ast, "", 4)
+        body = Body(gen, {"record": "record", "frame": "frame"}, record_memo, depth, dicts)
+        at[name] = body.emit(expr.ast, "", depth)
         lines.extend(body.lines)
     # The checks of Mapper._trade, in its order; any failure leaves the frame to it.
     native = at.get("symbol", "channel_symbol")
-    line(f"symbol = _known.get({native}) if type({native}) is str else None", 4)
-    line("if symbol is None:", 4)
-    line("return None", 5)
+    line(f"symbol = _known.get({native}) if type({native}) is str else None")
+    line("if symbol is None:")
+    line("return None", 1)
     shape = {name: gen.shapes.get(value, ("", {}))[0] for name, value in at.items()}
     for name in ("price", "size"):
         value = at[name]
         if shape[name] in ("decimal", "abs"):  # a finite Decimal or None
-            line(f"if {value} is None or {value} <= _ZERO:", 4)
+            line(f"if {value} is None or {value} <= _ZERO:")
         else:
-            line(f"if type({value}) is not _DecimalType or not {value}.is_finite() or {value} <= _ZERO:", 4)
-        line("return None", 5)
+            line(f"if type({value}) is not _DecimalType or not {value}.is_finite() or {value} <= _ZERO:")
+        line("return None", 1)
     table = gen.shapes.get(at["side"], ("", {}))[1]
     if shape["side"] == "lookup" and all(v in ("buy", "sell") for v in table.values()):
-        line(f"side = {at['side']}", 4)  # a table value, already buy or sell, or None
+        line(f"side = {at['side']}")  # a table value, already buy or sell, or None
     else:
-        line(f"side = _SIDES.get({at['side']}) if type({at['side']}) is str else None", 4)
-    line("if side is None:", 4)
-    line("return None", 5)
+        line(f"side = _SIDES.get({at['side']}) if type({at['side']}) is str else None")
+    line("if side is None:")
+    line("return None", 1)
     if shape["time"] in _TIMES:
-        line(f"if {at['time']} is None:", 4)
+        line(f"if {at['time']} is None:")
     else:
-        line(f"if not isinstance({at['time']}, _datetime):", 4)
-    line("return None", 5)
+        line(f"if not isinstance({at['time']}, _datetime):")
+    line("return None", 1)
     derive = (f"key = (symbol, {at['time']}, {at['price']}, {at['size']}, side)",
               "seen[key] = n = seen.get(key, 0) + 1",
               f"trade_id = _derive({at['time']}, {at['price']}, {at['size']}, side, n)")
-    if derived:
+    if "trade_id" not in at:
         for text in derive:
-            line(text, 4)
+            line(text)
     else:
         raw = at["trade_id"]
-        line(f"if {raw} is None:", 4)
+        line(f"if {raw} is None:")
         for text in derive:
-            line(text, 5)
-        line("else:", 4)
+            line(text, 1)
+        line("else:")
         if shape["trade_id"] == "str":
-            line(f"trade_id = {raw}", 5)
+            line(f"trade_id = {raw}", 1)
         else:
-            line(f"trade_id = {raw} if type({raw}) is str else _to_text({raw})", 5)
-        line("if not trade_id:", 5)
-        line("return None", 6)
-    line(f"out.append(_Trade(_exchange, symbol, trade_id, {at['price']}, {at['size']}, side, {at['time']}, "
-         "received_at))", 4)
-    line(f"return _Outcome('trade', out, [], None, None, None, '', False, {gen.const(kind.name)})")
+            line(f"trade_id = {raw} if type({raw}) is str else _to_text({raw})", 1)
+        line("if not trade_id:", 1)
+        line("return None", 2)
+    line(finish.format(f"_Trade(_exchange, symbol, trade_id, {at['price']}, {at['size']}, side, {at['time']}, "
+                       "received_at)"))
     return lines
 
 
