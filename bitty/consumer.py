@@ -377,18 +377,17 @@ class BaseConsumer:
             self._emit_raw("open", url)
             self._restart_reason = None
             self._liveness = self._new_liveness()
+            # Frames are read while the subscribe messages go out: paced per symbol, they can
+            # take many seconds (bitstamp: 1,000 symbols at 20 messages a second).
+            helper = asyncio.create_task(self._subscribed(ws, url))
             try:
-                await self._subscribe(ws)
-                self._emit_event("connected", url)
-                helpers = [asyncio.create_task(self._watch(ws))]
-                if self._keepalive_interval:
-                    helpers.append(asyncio.create_task(self._keepalive(ws)))
                 try:
                     await self._read(ws)
                 finally:
-                    for task in helpers:
-                        task.cancel()
-                    await asyncio.gather(*helpers, return_exceptions=True)
+                    helper.cancel()
+                    failed = (await asyncio.gather(helper, return_exceptions=True))[0]
+                if isinstance(failed, Exception):
+                    raise failed
             finally:
                 self._emit_raw("close", ws.close_code)
                 self.ws = None
@@ -396,6 +395,22 @@ class BaseConsumer:
             raise _Restart(self._restart_reason)
         if not self.terminated:
             raise ServerClosed(ws.close_code)
+
+    async def _subscribed(self, ws: aiohttp.ClientWebSocketResponse, url: str) -> None:
+        """Subscribe, then watch the stream (and keep it alive) until the connection ends. A
+        failure closes the connection so the reader stops, and is raised from there."""
+        try:
+            await self._subscribe(ws)
+            assert self._liveness is not None
+            self._liveness.restart_clock(time.monotonic())  # nothing was due before the subscriptions
+            self._emit_event("connected", url)
+            helpers = [self._watch(ws)]
+            if self._keepalive_interval:
+                helpers.append(self._keepalive(ws))
+            await asyncio.gather(*helpers)
+        except Exception:
+            await ws.close()
+            raise
 
     async def _run_bootstrap(self, session: aiohttp.ClientSession) -> None:
         assert self.spec is not None and self.spec.bootstrap is not None

@@ -38,6 +38,12 @@ class Liveness:
         self.symbols = {symbol: SymbolState(now) for symbol in symbols}
         self.connection = SymbolState(now)
 
+    def restart_clock(self, now: float) -> None:
+        """Count "nothing yet" from ``now``: the subscriptions are complete (what arrived while
+        they went out still counts)."""
+        for state in (self.connection, *self.symbols.values()):
+            state.started = now
+
     def on_trade(self, symbol: str, trade_id: str, now: float) -> None:
         state = self.symbols.get(symbol)
         if state is None:

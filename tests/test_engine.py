@@ -304,3 +304,25 @@ def test_a_failing_callback_does_not_stop_the_stream() -> None:
 
     run = against(handler, 0.3, setup=only)
     assert run.connections == 1 and run.consumer.stats.callback_errors == 2 and run.consumer.stats.trades == 2
+
+
+def test_frames_are_read_while_paced_subscriptions_go_out() -> None:
+    """Bitstamp subscribes one symbol per message, 20 a second: 30 symbols take 1.5 s, and the
+    first symbol's trades are taken (with their own received_at) long before the last goes out."""
+    bitstamp = load_spec(Path(__file__).parent.parent / "exchanges.d" / "bitstamp.yaml")
+    symbols = [f"C{n:02d}-USD" for n in range(29)] + ["BTC-USD"]
+    trade = {"data": {"id": 310436510, "timestamp": "1700489331", "amount": 0.0015, "amount_str": "0.00150000",
+                      "price": 37021.47, "price_str": "37021.47", "type": 1, "microtimestamp": "1700489331512000",
+                      "buy_order_id": 1684931573284864, "sell_order_id": 1684931580133377},
+             "channel": "live_trades_btcusd", "event": "trade"}
+    subscribes: list[Any] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        subscribes.append(await read_json(ws))
+        await ws.send_json(trade)
+        return await drain(ws)
+
+    run = drive(handler, 0.6, bitstamp, symbols=symbols)  # stops before the subscriptions are all out
+    assert subscribes == [{"event": "bts:subscribe", "data": {"channel": "live_trades_c00usd"}}]
+    assert [(t.symbol, t.trade_id) for t in run.trades] == [("BTC-USD", "310436510")]
