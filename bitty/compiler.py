@@ -245,8 +245,11 @@ class Body:
             return self._fallback(node, src, depth)
         at = self.gen.const(index)
         out = self.var()
-        self.line(f"{out} = {src}[{at}] if isinstance({src}, list) and -len({src}) <= {at} < len({src}) else None",
-                  depth)
+        exact = f"{src}[{at}] if isinstance({src}, list) and -len({src}) <= {at} < len({src}) else None"
+        if self.gen.inline:  # an index out of range raises IndexError, leaving the frame to the exact path
+            self.line(f"{out} = {src}[{at}] if type({src}) is list else ({exact})", depth)
+        else:
+            self.line(f"{out} = {exact}", depth)
         return out
 
     def _slice(self, node: dict[str, Any], src: str, depth: int) -> str:

@@ -15,12 +15,14 @@ leaves alone, any exception. So the program never returns what the exact path wo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from bitty.compiler import FALSY, Body, Codegen
+from bitty.expr import root_names
 from bitty.functions import to_text
 from bitty.model import MessageKind, Spec
 from bitty.trade import Trade
@@ -28,6 +30,7 @@ from bitty.trade import Trade
 Program = Callable[[Any, datetime, "dict[str, str] | None"], Any]
 
 _TRADE_FIELDS = ("price", "size", "side", "time")
+_RECORD = re.compile(r"\brecord\b")
 _TIMES = ("epoch_s", "epoch_ms", "epoch_us", "iso_time")  # inline forms giving a datetime or None
 # Nodes whose children all see the parent's current value.
 _SAME_CURRENT = {"or_expression", "and_expression", "not_expression", "comparator", "multi_select_list",
@@ -119,15 +122,20 @@ def _trade_code(gen: Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[s
     line("records = [records]", 4)
     line("out = []")
     line("seen = {}")
+    per_frame: list[str] = []  # fields that read only the frame, computed once before the loop
+    per_record = _record_code(gen, kind, 4, "out.append({})", per_frame)
+    lines.extend(per_frame)
     line("for record in records:")
-    lines.extend(_record_code(gen, kind, 4, "out.append({})"))
+    lines.extend(per_record)
     line(done.format("out"))
     return lines
 
 
-def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str) -> list[str]:
+def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str, per_frame: list[str] | None = None
+                 ) -> list[str]:
     """Statements at ``depth`` mapping ``record`` to a Trade, then ``finish`` formatted with it;
-    any check that fails returns None."""
+    any check that fails returns None. Fields that do not read the record go to ``per_frame``
+    (one level up) when it is given."""
     lines: list[str] = []
 
     def line(text: str, extra: int = 0) -> None:
@@ -139,8 +147,16 @@ def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str) -> li
     dicts = frozenset(root for root in ("record", "frame")
                       if all(_only_fields(expr.ast, root) for _, expr in kind.fields))
     record_memo: dict[Any, str] = {}
+    roots = {"record": "record", "frame": "frame"}
     for name, expr in kind.fields:
-        body = Body(gen, {"record": "record", "frame": "frame"}, record_memo, depth, dicts)
+        if per_frame is not None and root_names(expr.ast) <= {"frame"}:
+            body = Body(gen, roots, {}, depth - 1, dicts)
+            value = body.emit(expr.ast, "", depth - 1)
+            if not any(_RECORD.search(text) for text in body.lines):  # not the root object as a whole
+                per_frame.extend(body.lines)
+                at[name] = value
+                continue
+        body = Body(gen, roots, record_memo, depth, dicts)
         at[name] = body.emit(expr.ast, "", depth)
         lines.extend(body.lines)
     # The checks of Mapper._trade, in its order; any failure leaves the frame to it.
