@@ -24,7 +24,7 @@ from bitty.expr import evaluate_safely
 from bitty.functions import to_text
 from bitty.program import compile_program
 from bitty.spec import MessageKind, Spec
-from bitty.trade import Trade
+from bitty.trade import Trade, isoformat
 
 SIDES = {"buy": "buy", "sell": "sell", "Buy": "buy", "Sell": "sell", "BUY": "buy", "SELL": "sell"}
 
@@ -293,7 +293,7 @@ def _position(fields: tuple[tuple[str, Any], ...], name: str) -> int | None:
 def derive_trade_id(moment: datetime, price: Decimal, size: Decimal, side: str, occurrence: int) -> str:
     """A deterministic id for exchanges that publish none: the same trade replayed or received
     again after a reconnect gets the same id; identical trades within one frame are numbered."""
-    text = f"{moment.isoformat()}|{price.normalize()}|{size.normalize()}|{side}|{occurrence}"
+    text = f"{isoformat(moment)}|{price.normalize()}|{size.normalize()}|{side}|{occurrence}"
     return "d" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
 

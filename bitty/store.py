@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from bitty.errors import SinkError
-from bitty.trade import Quarantined, Trade
+from bitty.trade import Quarantined, SecondText, Trade
 
 UTC = UTC
 
@@ -201,27 +201,17 @@ def _sqlite_statement(rows: int) -> str:
     )
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SECOND_TEXT: dict[int, str] = {}  # whole epoch second -> "YYYY-MM-DD HH:MM:SS."
+_SECONDS = SecondText(" ")
 _THREE_DIGITS = [f"{n:03d}" for n in range(1000)]
 
 
 def _utc_text(moment: datetime) -> str:
     """Naive UTC text with six fraction digits: what SQLAlchemy's SQLite DateTime stores (so reads
-    see no difference) and what the PostgreSQL staging table reads. The date and time of day are
-    formatted once per second: an aware isoformat() costs three times as much, and times are two
-    of a trade's eight columns."""
+    see no difference) and what the PostgreSQL staging table reads."""
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    delta = moment - _EPOCH
-    second = delta.days * 86_400 + delta.seconds
-    prefix = _SECOND_TEXT.get(second)
-    if prefix is None:
-        if len(_SECOND_TEXT) >= 100_000:
-            _SECOND_TEXT.clear()
-        prefix = _SECOND_TEXT[second] = moment.replace(microsecond=0, tzinfo=None).isoformat(" ") + "."
     micro = moment.microsecond
-    return prefix + _THREE_DIGITS[micro // 1000] + _THREE_DIGITS[micro % 1000]
+    return _SECONDS(moment) + "." + _THREE_DIGITS[micro // 1000] + _THREE_DIGITS[micro % 1000]
 
 
 def _text_rows(batch: Sequence[Trade]) -> list[tuple[str, ...]]:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import jmespath
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bitty.functions import OPTIONS, from_epoch, iso_time, lookup, to_decimal, to_text
+from bitty.functions import EPOCH, OPTIONS, from_epoch, iso_time, lookup, to_decimal, to_text
+from bitty.trade import isoformat
 
 UTC = UTC
 
@@ -75,3 +78,27 @@ def test_text_helpers() -> None:
     assert search("upper(n)", {"n": 5}) is None
     assert to_text(1700000000.0) == "1700000000"
     assert to_text(12) == "12"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(min_value=0, max_value=9_000_000_000), st.integers(min_value=0, max_value=999_999_999),
+       st.integers(min_value=0, max_value=9), st.sampled_from([1, 1_000, 1_000_000]))
+def test_epoch_text_is_exact(seconds: int, fraction: int, digits: int, per_second: int) -> None:
+    """Epoch text goes through float where that is exact: the result is the Decimal result, also
+    past the float path's limits (more fraction digits, later than 4e9 s)."""
+    if per_second == 1:
+        text = str(seconds) + ("." + f"{fraction:09d}"[:digits] if digits else "")
+    else:
+        text = str(seconds * per_second + fraction * per_second // 1_000_000_000)
+    exact = EPOCH + timedelta(microseconds=int(Decimal(text) * 1_000_000 / per_second))
+    assert from_epoch(text, per_second) == exact
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+       st.sampled_from([UTC, None, timezone(timedelta(hours=5, minutes=30))]))
+def test_isoformat_by_the_second_is_isoformat(moment: datetime, zone: timezone | None) -> None:
+    """Derived trade ids hash this text: it must stay exactly datetime.isoformat()."""
+    moment = moment.replace(tzinfo=zone)
+    assert isoformat(moment) == moment.isoformat()
+    assert isoformat(moment.replace(microsecond=0)) == moment.replace(microsecond=0).isoformat()
