@@ -148,9 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from bench import mapping
     print("\nMapping, decode + map, messages/s (target >= 400k for binance and coinbase)")
-    print(f"{'exchange':<10} {'spec mapper':>12} {'hand-written':>13} {'jmespath.search':>16}")
+    print(f"{'exchange':<10} {'spec mapper':>12} {'exact path':>11} {'hand-written':>13} {'jmespath.search':>16}"
+          f" {'vs hand-written':>16}")
     for r in mapping.run(seconds=0.5 if args.quick else 1.5, frames_per_exchange=20_000):
-        print(f"{r['exchange']:<10} {r['spec mapper']:>12,.0f} {r['hand-written']:>13,.0f} {r['jmespath.search']:>16,.0f}")
+        print(f"{r['exchange']:<10} {r['spec mapper']:>12,.0f} {r['exact path']:>11,.0f} {r['hand-written']:>13,.0f}"
+              f" {r['jmespath.search']:>16,.0f} {r['spec mapper'] / r['hand-written']:>16.2f}")
 
     tmp = Path(tempfile.mkdtemp(prefix="bitty-bench-"))
     try:
