@@ -102,6 +102,26 @@ def test_any_text_in_a_trade_id_is_stored_as_is(db_url: str) -> None:
         store.close()
 
 
+def test_sqlite_rows_go_many_per_statement(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The sqlite3 module releases the GIL around each statement step, and a writer thread needs
+    it back after each one, waiting up to a switch interval behind a busy reader thread: 1,000
+    trades go in two statements, not 1,000 steps of an executemany."""
+    store = Store(f"sqlite:///{tmp_path}/t.db")
+    store.open()
+    inserts: list[bool] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO trades"):
+            inserts.append(executemany)
+
+    sa.event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        assert len(store.write([trade(n) for n in range(1000)])) == 1000
+        assert inserts == [False, False]
+    finally:
+        store.close()
+
+
 def test_quarantine_is_stored_with_the_trades(db_url: str) -> None:
     """Quarantined frames are written in the same transaction as the batch."""
     store = Store(db_url)
