@@ -578,20 +578,18 @@ class BaseConsumer:
         liveness = self._liveness
         now = time.monotonic()
         callbacks = self.on_trade_callbacks
-        if len(callbacks) == 1 and not _is_async(callbacks[0]):  # the collector's writer: inline _call
-            callback = callbacks[0]
-            for trade in outcome.trades:
-                if liveness is not None:
-                    liveness.on_trade(trade.symbol, trade.trade_id, now)
-                try:
-                    callback(trade)
-                except Exception:  # a failing callback must not stop the stream
-                    self._callback_failed(callback)
-        else:
-            for trade in outcome.trades:
-                if liveness is not None:
-                    liveness.on_trade(trade.symbol, trade.trade_id, now)
+        # One sync callback (the collector's writer) is called here, without _call per trade.
+        only = callbacks[0] if len(callbacks) == 1 and not _is_async(callbacks[0]) else None
+        for trade in outcome.trades:
+            if liveness is not None:
+                liveness.on_trade(trade.symbol, trade.trade_id, now)
+            if only is None:
                 self._on_trade(trade)
+                continue
+            try:
+                only(trade)
+            except Exception:  # a failing callback must not stop the stream
+                self._callback_failed(only)
         if outcome.trades:
             self.stats.trades += len(outcome.trades)
             # the original status view: once per frame, its last trade
