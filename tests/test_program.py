@@ -42,19 +42,19 @@ def _frames(spec: Spec) -> list[Any]:
     return out
 
 
-def _mappers(spec: Spec, frames: list[Any]) -> tuple[Mapper, Mapper, dict[str, str]]:
-    """A mapper that knows every symbol the frames trade, one that knows none, and the channels."""
+def _mappers(spec: Spec, frames: list[Any]) -> tuple[Mapper, Mapper]:
+    """A mapper that knows every symbol the frames trade, and one that knows none."""
     reference, channels = Mapper(spec), {}
     symbols = {t.symbol for f in frames for t in reference.handle_exactly(f, NOW, channels).trades}
     learned = Mapper(spec)
     learned.learn(sorted(symbols))
-    return learned, Mapper(spec), {}
+    return learned, Mapper(spec)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
 def test_fixture_frames_map_the_same_on_both_paths(spec: Spec) -> None:
     frames = _frames(spec)
-    learned, unlearned, _ = _mappers(spec, frames)
+    learned, unlearned = _mappers(spec, frames)
     for mapper in (learned, unlearned):
         fast_channels: dict[str, str] = {}
         exact_channels: dict[str, str] = {}
@@ -68,7 +68,7 @@ def test_the_fast_path_takes_the_fixture_trades(spec: Spec) -> None:
     """Every bundled spec's trade frames go through the program once their symbols are known:
     a change that quietly disables it fails here."""
     frames = _frames(spec)
-    learned, _, _ = _mappers(spec, frames)
+    learned, _ = _mappers(spec, frames)
     assert learned._program is not None
     channels: dict[str, str] = {}
     taken = 0
