@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import json
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -168,7 +169,7 @@ class Mapper:
                     text, _ = evaluate_safely(kind.message.fn, frame)
                 message = to_text(text) if text is not None else None
                 if message is None:
-                    message = orjson.dumps(frame).decode() if not isinstance(frame, str) else frame
+                    message = frame if isinstance(frame, str) else _json_text(frame)
                 return Outcome(kind.type, name=kind.name, message=message, fatal=kind.fatal)
             if kind.type == "channel":
                 channel, _ = evaluate_safely(kind.channel.fn, frame)  # type: ignore[union-attr]
@@ -295,6 +296,15 @@ def derive_trade_id(moment: datetime, price: Decimal, size: Decimal, side: str, 
     again after a reconnect gets the same id; identical trades within one frame are numbered."""
     text = f"{isoformat(moment)}|{price.normalize()}|{size.normalize()}|{side}|{occurrence}"
     return "d" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+def _json_text(value: Any) -> str:
+    """A decoded frame as JSON text, for messages. orjson refuses integers past 64 bits, which
+    a hooks decode (not orjson's own loads, which makes them floats) can produce."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, default=repr)
 
 
 def _truthy(fn: Any, frame: Any) -> bool:

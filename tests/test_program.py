@@ -199,3 +199,12 @@ def test_the_fast_path_sees_symbols_learned_later() -> None:
     outcome = mapper._program(frame, NOW, None)
     assert outcome is not None and outcome.trades[0].symbol == "ETH-USD"
     assert outcome.trades[0].time == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=1)
+
+
+def test_an_error_frame_with_a_huge_integer_is_still_an_error() -> None:
+    """Found by a longer run of the mutation test above: the exact path's message fallback
+    serialised the frame with orjson, which refuses integers past 64 bits, and raised."""
+    htx = next(s for s in SPECS if s.name == "htx")
+    frame = {"id": "1", "status": "error", "err-code": -(2**63) - 1, "ts": 1_700_489_331_012}
+    outcome = Mapper(htx).handle(frame, NOW)
+    assert outcome.kind == "error" and str(-(2**63) - 1) in outcome.message
