@@ -38,3 +38,20 @@ def test_golden_rows_cover_both_sides() -> None:
         for line in (EXCHANGES / "fixtures" / path.stem / "golden.jsonl").read_text().splitlines():
             sides.add(orjson.loads(line)["side"])
     assert sides == {"buy", "sell"}
+
+
+@pytest.mark.parametrize("name", ["bitmex", "bybit"])
+def test_batched_subscriptions_stay_within_the_exchange_limit(name: str) -> None:
+    """45 symbols on one connection go out as subscribe messages of at most batch_size topics
+    (BitMEX refuses more than 20 args, Bybit spot more than 10), every symbol once."""
+    from bitty.collect import plan
+    from bitty.consumer import BaseConsumer
+
+    spec = load_spec(EXCHANGES / f"{name}.yaml")
+    symbols = [f"C{n:02d}X-USDT" for n in range(45)]
+    [(_, chosen)] = plan([spec], symbols)  # one connection
+    consumer = BaseConsumer(chosen, spec=spec)
+    messages = consumer._subscribe_messages()
+    sizes = [len(m["args"]) for m in messages]
+    assert spec.subscribe.batch_size is not None and max(sizes) == spec.subscribe.batch_size
+    assert sum(sizes) == 45 and len({a for m in messages for a in m["args"]}) == 45
