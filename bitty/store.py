@@ -7,6 +7,7 @@ ignored and counted, so replays and reconnects never store a trade twice.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -239,7 +240,7 @@ def _sqlite_insert(conn: sa.Connection, batch: Sequence[Trade], per_statement: i
     rows = _text_rows(batch)
     for start in range(0, len(rows), per_statement):
         chunk = rows[start:start + per_statement]
-        conn.exec_driver_sql(_sqlite_statement(len(chunk)), tuple(value for row in chunk for value in row))
+        conn.exec_driver_sql(_sqlite_statement(len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
     added = raw.total_changes - before
     if added == len(batch):
         return None
