@@ -5,12 +5,35 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXCHANGES = ROOT / "exchanges.d"
 PG_URL = os.environ.get("BITTY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def value_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into a JSON value (keys and indexes), the value itself first: where to mutate."""
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += value_paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += value_paths(v, (*prefix, i))
+    return out
+
+
+def replace_at(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    """A copy of ``value`` with the value at ``path`` replaced by ``new``."""
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[head] = replace_at(value[head], rest, new)
+    return copy
 
 
 def _pg_reachable() -> bool:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bitty.functions import from_epoch, iso_time
 from bitty.mapper import Mapper
 from bitty.spec import Spec, load_spec, parse_spec
-from tests.conftest import EXCHANGES
+from tests.conftest import EXCHANGES, replace_at, value_paths
 
 SPECS: list[Spec] = [load_spec(p) for p in sorted(EXCHANGES.glob("*.yaml"))]
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
@@ -80,25 +80,6 @@ def test_the_fast_path_takes_the_fixture_trades(spec: Spec) -> None:
     assert taken > 0
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
-def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
-    if not path:
-        return new
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[path[0]] = _replace(value[path[0]], path[1:], new)
-    return copy
-
-
 FRAMES = [(i, f) for i, spec in enumerate(SPECS) for f in _frames(spec)]
 MAPPERS = [_mappers(spec, _frames(spec))[0] for spec in SPECS]
 SCALARS = st.one_of(
@@ -115,8 +96,8 @@ SCALARS = st.one_of(
 @given(data=st.data())
 def test_mutated_frames_map_the_same_on_both_paths(data: st.DataObject) -> None:
     index, frame = data.draw(st.sampled_from(FRAMES))
-    path = data.draw(st.sampled_from(_paths(frame)))
-    mutated = _replace(frame, path, data.draw(SCALARS))
+    path = data.draw(st.sampled_from(value_paths(frame)))
+    mutated = replace_at(frame, path, data.draw(SCALARS))
     mapper = MAPPERS[index]
     assert mapper.handle(mutated, NOW, {}) == mapper.handle_exactly(mutated, NOW, {})
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from bitty.errors import SpecError
 from bitty.mapper import Mapper
 from bitty.spec import Spec, load_spec, parse_spec
-from tests.conftest import EXCHANGES
+from tests.conftest import EXCHANGES, replace_at, value_paths
 
 SPECS: list[Spec] = [load_spec(p) for p in sorted(EXCHANGES.glob("*.yaml"))]
 SOURCES = {s.name: s.path.read_text() for s in SPECS}
@@ -58,34 +58,14 @@ def mutate_frames(spec: Spec) -> list[Any]:
 FRAMES = [(i, f) for i, spec in enumerate(SPECS) for f in mutate_frames(spec)]
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
-def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
-    if not path:
-        return new
-    head, rest = path[0], path[1:]
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[head] = _replace(value[head], rest, new)
-    return copy
-
-
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_mutated_real_frames_are_mapped_or_explained(data: st.DataObject) -> None:
     """A fixture frame with one value replaced (wrong type, missing, NaN, huge) never crashes,
     and a trade frame that loses a required value is rejected with a reason, not stored wrong."""
     index, frame = data.draw(st.sampled_from(FRAMES))
-    path = data.draw(st.sampled_from(_paths(frame)))
-    mutated = _replace(frame, path, data.draw(json_scalars))
+    path = data.draw(st.sampled_from(value_paths(frame)))
+    mutated = replace_at(frame, path, data.draw(json_scalars))
     mapper = Mapper(SPECS[index])
     outcome = mapper.handle(mutated, NOW, {})
     for trade in outcome.trades:
@@ -99,7 +79,7 @@ def test_mutated_specs_load_or_explain(data: st.DataObject) -> None:
     located, non-empty problems - never another exception."""
     name = data.draw(st.sampled_from(sorted(SOURCES)))
     document = yaml.safe_load(SOURCES[name])
-    path = data.draw(st.sampled_from([p for p in _paths(document) if p]))
+    path = data.draw(st.sampled_from([p for p in value_paths(document) if p]))
     if data.draw(st.booleans()):
         parent = _get(document, path[:-1])
         if isinstance(parent, dict):
@@ -107,7 +87,7 @@ def test_mutated_specs_load_or_explain(data: st.DataObject) -> None:
         else:
             parent.pop(path[-1])
     else:
-        document = _replace(document, path, data.draw(json_scalars))
+        document = replace_at(document, path, data.draw(json_scalars))
     text = yaml.safe_dump(document, sort_keys=False)
     try:
         parse_spec(text, Path(f"{name}.yaml"))
