@@ -1,5 +1,6 @@
-"""In-process mapping: the spec-driven ``Mapper`` against a hand-written parser and against
-plain ``jmespath.search`` with the same expressions, over the same decoded frames."""
+"""In-process mapping: the spec-driven ``Mapper`` against a hand-written parser, against
+plain ``jmespath.search`` with the same expressions, over the same decoded frames, and against
+cryptofeed's own handlers (``bench.reference``) on the same trades."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import jmespath
 import orjson
 
+from bench import reference
 from bench.frames import generate, native, symbols
 from bitty import paths
 from bitty.functions import OPTIONS, iso_time
@@ -21,6 +23,8 @@ from bitty.trade import Trade
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 KRAKEN_SIDES = {"b": "buy", "s": "sell"}
+# A spec that reads another one's exchange in another wire format: its symbols and natives
+WIRE = {"binance-aggtrade": "binance"}
 
 
 def load(exchange: str) -> Spec:
@@ -29,17 +33,25 @@ def load(exchange: str) -> Spec:
 
 def mapper_for(spec: Spec, exchange: str, count: int = 10) -> Mapper:
     mapper = Mapper(spec)
-    mapper.learn(symbols(exchange, count))
+    mapper.learn(symbols(WIRE.get(exchange, exchange), count))
     return mapper
+
+
+def names_of(exchange: str) -> dict[str, str]:
+    """The benchmark's ten symbols of ``exchange``, native -> normalized."""
+    wire = WIRE.get(exchange, exchange)
+    return {native(wire, s): s for s in symbols(wire, 10)}
 
 
 def hand_written(exchange: str) -> Callable[[str, datetime], list[Trade]]:
     """What a person would write for one exchange: orjson and dict access, same Trade rows."""
-    names = {native(exchange, s): s for s in symbols(exchange, 10)}
-    if exchange == "binance":
+    names = names_of(exchange)
+    if exchange in ("binance", "binance-aggtrade"):
+        key = "a" if exchange == "binance-aggtrade" else "t"
+
         def parse(text: str, received: datetime) -> list[Trade]:
             d = orjson.loads(text)["data"]
-            return [Trade("binance", names[d["s"]], str(d["t"]), Decimal(d["p"]), Decimal(d["q"]),
+            return [Trade(exchange, names[d["s"]], str(d[key]), Decimal(d["p"]), Decimal(d["q"]),
                           "sell" if d["m"] else "buy", EPOCH + timedelta(milliseconds=d["T"]), received)]
     elif exchange == "coinbase":
         def parse(text: str, received: datetime) -> list[Trade]:
@@ -95,25 +107,50 @@ def _rate(fn: Callable[[str, datetime], Any], frames: list[str], seconds: float)
             return done / elapsed
 
 
+def _row(exchange: str, frames: list[str], seconds: float, cryptofeed: float | None) -> dict[str, Any]:
+    spec = load(exchange)
+    mapper = mapper_for(spec, exchange)
+    parse = hand_written(exchange)
+    expected = parse(frames[0], datetime.now(UTC))
+    for handle in (mapper.handle, mapper.handle_exactly):
+        got = handle(mapper.decode(frames[0]), expected[0].received_at).trades
+        assert got == expected, (got, expected)  # same rows, or the comparison is meaningless
+    return {
+        "exchange": exchange,
+        "spec mapper": _rate(lambda f, r, m=mapper: m.handle(m.decode(f), r), frames, seconds),
+        # the mapper without its generated fast path (bitty.program): the step it saves
+        "exact path": _rate(lambda f, r, m=mapper: m.handle_exactly(m.decode(f), r), frames, seconds),
+        "hand-written": _rate(parse, frames, seconds),
+        "jmespath.search": _rate(plain_jmespath(spec, exchange), frames, seconds),
+        "cryptofeed": cryptofeed,
+    }
+
+
+def _cryptofeed(exchange: str, frames: list[str], wire: list[str], seconds: float) -> float | None:
+    """cryptofeed's messages per second on ``wire``, ``frames`` in its format, once its trades
+    for the first one are bitty's; None without cryptofeed."""
+    if exchange not in reference.FEEDS:
+        return None
+    names = names_of(exchange)
+    expected = hand_written(exchange)(frames[0], datetime.now(UTC))
+    # Kraken sends no trade id: cryptofeed has none, bitty derives one
+    ids = [None if exchange == "kraken" else t.trade_id for t in expected]
+    want = [(t.symbol, i, t.price, t.size, t.side, round(t.time.timestamp(), 6)) for t, i in zip(expected, ids, strict=True)]
+    got = reference.trades(exchange, names, wire[0])
+    assert got == want, (got, want)
+    return reference.rate(exchange, names, wire, seconds)
+
+
 def run(seconds: float = 1.0, frames_per_exchange: int = 20_000) -> list[dict[str, Any]]:
     """Messages per second (decode + map) for each exchange and each way of mapping."""
     rows = []
     for exchange in ("binance", "coinbase", "kraken"):
-        spec = load(exchange)
-        natives = [native(exchange, s) for s in symbols(exchange, 10)]
+        natives = list(names_of(exchange))
         frames = list(generate(exchange, natives, frames_per_exchange))
-        mapper = mapper_for(spec, exchange)
-        parse = hand_written(exchange)
-        expected = parse(frames[0], datetime.now(UTC))
-        for handle in (mapper.handle, mapper.handle_exactly):
-            got = handle(mapper.decode(frames[0]), expected[0].received_at).trades
-            assert got == expected, (got, expected)  # same rows, or the comparison is meaningless
-        rows.append({
-            "exchange": exchange,
-            "spec mapper": _rate(lambda f, r, m=mapper: m.handle(m.decode(f), r), frames, seconds),
-            # the mapper without its generated fast path (bitty.program): the step it saves
-            "exact path": _rate(lambda f, r, m=mapper: m.handle_exactly(m.decode(f), r), frames, seconds),
-            "hand-written": _rate(parse, frames, seconds),
-            "jmespath.search": _rate(plain_jmespath(spec, exchange), frames, seconds),
-        })
+        wire = reference.wire_frames(exchange, frames)
+        cryptofeed = _cryptofeed(exchange, frames, wire, seconds)
+        rows.append(_row(exchange, frames, seconds, cryptofeed))
+        if exchange == "binance":
+            # cryptofeed reads the aggTrade stream: bitty's binance-aggtrade spec on those very frames
+            rows.append(_row("binance-aggtrade", wire, seconds, cryptofeed))
     return rows
