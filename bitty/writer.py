@@ -31,6 +31,11 @@ from bitty.trade import Quarantined, Trade
 
 logger = logging.getLogger(__name__)
 
+# A writer that is behind writes up to this many batches in one transaction: what a write costs
+# is mostly per transaction and per statement (each one waits for the GIL to come back from the
+# readers), so catching up in bigger writes keeps the backlog from growing.
+_CATCH_UP = 10
+
 
 @dataclass
 class WriterStats:
@@ -118,7 +123,7 @@ class Writer:
     async def _flush(self, deadline: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         while self._trades or self._quarantine:
-            batch = [self._trades.popleft() for _ in range(min(self.batch_size, len(self._trades)))]
+            batch = [self._trades.popleft() for _ in range(min(self.batch_size * _CATCH_UP, len(self._trades)))]
             items = list(self._quarantine)
             self._quarantine.clear()
             try:
@@ -177,8 +182,9 @@ class Writer:
         loop = asyncio.get_running_loop()
         for path in spill.pending(self.spill_dir):
             trades = await loop.run_in_executor(self._executor, spill.read, path)
-            for i in range(0, len(trades), self.batch_size):
-                batch = trades[i:i + self.batch_size]
+            size = self.batch_size * _CATCH_UP
+            for i in range(0, len(trades), size):
+                batch = trades[i:i + size]
                 stored = await self._write(loop, batch, [], loop.time() + 5)
                 if stored is None:
                     return  # the database went away again; the file stays

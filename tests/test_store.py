@@ -79,12 +79,12 @@ def test_large_batches_report_exactly_the_new_trades(db_url: str) -> None:
     store = Store(db_url)
     store.open()
     try:
-        assert len(store.write([trade(n) for n in range(0, 1500, 3)])) == 500
-        batch = [trade(n) for n in range(1234)] + [trade(7), trade(1000)]
+        assert len(store.write([trade(n) for n in range(0, 6000, 3)])) == 2000
+        batch = [trade(n) for n in range(5234)] + [trade(7), trade(3000)]
         new = store.write(batch)
-        assert [t.trade_id for t in new] == [str(n) for n in range(1234) if n % 3 or n >= 1500]
-        assert store.count() == 500 + len(new)
-        assert store.write([trade(n) for n in range(1234)]) == []
+        assert [t.trade_id for t in new] == [str(n) for n in range(5234) if n % 3]
+        assert store.count() == 2000 + len(new)
+        assert store.write([trade(n) for n in range(5234)]) == []
     finally:
         store.close()
 
@@ -104,20 +104,21 @@ def test_any_text_in_a_trade_id_is_stored_as_is(db_url: str) -> None:
 
 def test_sqlite_rows_go_many_per_statement(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The sqlite3 module releases the GIL around each statement step, and a writer thread needs
-    it back after each one, waiting up to a switch interval behind a busy reader thread: 1,000
-    trades go in two statements, not 1,000 steps of an executemany."""
+    it back after each one, waiting up to a switch interval behind a busy reader thread: 5,000
+    trades go in three statements (2,048 rows at most), not 5,000 steps of an executemany."""
     store = Store(f"sqlite:///{tmp_path}/t.db")
     store.open()
     inserts: list[bool] = []
 
     def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
         if statement.startswith("INSERT INTO trades"):
-            inserts.append(executemany)
+            inserts.append((executemany, len(parameters) // 8))
 
     sa.event.listen(store.engine, "before_cursor_execute", seen)
     try:
-        assert len(store.write([trade(n) for n in range(1000)])) == 1000
-        assert inserts == [False, False]
+        assert len(store.write([trade(n) for n in range(5000)])) == 5000
+        assert inserts == [(False, 2048), (False, 2048), (False, 904)]
+        assert store.count() == 5000
     finally:
         store.close()
 
@@ -154,6 +155,25 @@ def test_writer_batches_and_flushes_everything_on_close(db_url: str, tmp_path) -
 
     count, stored, duplicates = asyncio.run(main())
     assert (count, stored, duplicates) == (1050, 1050, 50)
+
+
+def test_a_writer_behind_catches_up_in_bigger_transactions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A write costs mostly per transaction, so a backlog goes up to ten batches at a time."""
+    async def main() -> list[int]:
+        store = Store(f"sqlite:///{tmp_path}/w.db")
+        store.open()
+        writes: list[int] = []
+        writer = Writer(store, batch_size=10, flush_interval=10, on_stored=lambda t: writes.append(len(t)),
+                        spill_dir=tmp_path / "spill")
+        for n in range(250):  # arrived before the writer runs: 25 batches behind
+            writer.put(trade(n))
+        writer.start()
+        await writer.close()
+        assert store.count() == 250
+        store.close()
+        return writes
+
+    assert asyncio.run(main()) == [100, 100, 50]
 
 
 def test_a_failing_output_does_not_stop_the_writer(tmp_path) -> None:  # type: ignore[no-untyped-def]
