@@ -124,6 +124,7 @@ class BaseConsumer:
             if self.url is None:
                 raise BittyError(f"need url for consumer {type(self).__name__}")
         self.on_trade_callbacks: list[Callable[[Trade], Any]] = []
+        self._sync_callback: Callable[[Trade], Any] | None = None  # the only callback, when it is sync
         self.on_heartbeat_callbacks: list[Callable[[dict[str, Any]], Any]] = []
         self.on_quarantine_callbacks: list[Callable[[Quarantined], Any]] = []
         self.on_raw_callbacks: list[Callable[[str, Any], Any]] = []
@@ -157,6 +158,9 @@ class BaseConsumer:
     def on_trade(self, callback: Callable[[Trade], Any]) -> None:
         """Register a sync or async callback called with every trade."""
         self.on_trade_callbacks.append(callback)
+        callbacks = self.on_trade_callbacks
+        # Whether a coroutine function is asked here, not per frame (it costs more than a trade's mapping).
+        self._sync_callback = callbacks[0] if len(callbacks) == 1 and not _is_async(callbacks[0]) else None
 
     def on_heartbeat(self, callback: Callable[[dict[str, Any]], Any]) -> None:
         """Register a sync or async callback called with every heartbeat."""
@@ -545,10 +549,18 @@ class BaseConsumer:
         except ValueError as exc:
             self._quarantine(data, str(exc))
             return None
-        outcome = mapper.handle(frame, received_at, self.channels)
+        program = mapper.program
+        if program is not None:  # a frame of good trades, the usual one, in one call
+            found = program(frame, received_at, self.channels)
+            if found is not None:
+                self._dispatch_trades(found[1])
+                return None
+        outcome = mapper.handle_exactly(frame, received_at, self.channels)
         kind = outcome.kind
         if kind == "trade":
-            self._dispatch_trades(outcome, data)
+            self._dispatch_trades(outcome.trades)
+            for reason in outcome.rejects:
+                self._quarantine(data, f"{outcome.name}: {reason}")
         elif kind == "heartbeat":
             self._heartbeat(outcome.symbol, outcome.last_trade_id)
         elif kind == "pong":
@@ -574,13 +586,15 @@ class BaseConsumer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _dispatch_trades(self, outcome: Outcome, data: str | bytes) -> None:
+    def _dispatch_trades(self, trades: list[Trade]) -> None:
         liveness = self._liveness
         now = time.monotonic()
         callbacks = self.on_trade_callbacks
         # One sync callback (the collector's writer) is called here, without _call per trade.
-        only = callbacks[0] if len(callbacks) == 1 and not _is_async(callbacks[0]) else None
-        for trade in outcome.trades:
+        only = self._sync_callback
+        if only is None or len(callbacks) != 1 or callbacks[0] is not only:
+            only = None
+        for trade in trades:
             if liveness is not None:
                 liveness.on_trade(trade.symbol, trade.trade_id, now)
             if only is None:
@@ -590,13 +604,11 @@ class BaseConsumer:
                 only(trade)
             except Exception:  # a failing callback must not stop the stream
                 self._callback_failed(only)
-        if outcome.trades:
-            self.stats.trades += len(outcome.trades)
+        if trades:
+            self.stats.trades += len(trades)
             # the original status view: once per frame, its last trade
             self.last_heartbeat["trade"] = now
-            self.last_heartbeat["trade_trade"] = outcome.trades[-1].trade_id
-        for reason in outcome.rejects:
-            self._quarantine(data, f"{outcome.name}: {reason}")
+            self.last_heartbeat["trade_trade"] = trades[-1].trade_id
 
     def _heartbeat(self, symbol: str | None, last_trade_id: str | None) -> None:
         now = time.monotonic()
@@ -632,7 +644,7 @@ class BaseConsumer:
                 if trade is None:
                     self._quarantine(data, f"incomplete trade message: {msg!r}")
                     continue
-                self._dispatch_trades(Outcome("trade", trades=[trade]), data)
+                self._dispatch_trades([trade])
             elif msg_type == "error":
                 logger.warning("%s : dropping message %s", self.consumer_id, msg)
 

@@ -108,7 +108,9 @@ class Mapper:
                         _Positions(*(_position(kind.fields, n) for n in _Positions._fields)))  # type: ignore[arg-type]
             for kind in spec.messages if kind.type == "trade"
         }
-        self._program = compile_program(spec, self.exchange, self.known, Outcome, SIDES, derive_trade_id)
+        # The generated fast path (bitty.program): (kind name, trades) for a frame of good
+        # trades, None for any other frame. Readers call it first and ``handle_exactly`` after a None.
+        self.program = compile_program(spec, self.exchange, self.known, SIDES, derive_trade_id)
 
     def learn(self, normalized_symbols: list[str]) -> None:
         for symbol in normalized_symbols:
@@ -142,10 +144,10 @@ class Mapper:
             return data
 
     def handle(self, frame: Any, received_at: datetime, channels: dict[str, str] | None = None) -> Outcome:
-        if self._program is not None:  # a frame of good trades, in one call; None for anything else
-            outcome = self._program(frame, received_at, channels)
-            if outcome is not None:
-                return outcome
+        if self.program is not None:  # a frame of good trades, in one call; None for anything else
+            found = self.program(frame, received_at, channels)
+            if found is not None:
+                return Outcome("trade", found[1], name=found[0])
         return self.handle_exactly(frame, received_at, channels)
 
     def handle_exactly(self, frame: Any, received_at: datetime, channels: dict[str, str] | None = None) -> Outcome:

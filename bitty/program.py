@@ -6,7 +6,7 @@ most, a frame of good trades, that walk is the same every time, so it is generat
 mapper as one function: the matches in spec order, the fields of every record inline (with the
 common functions inline too), the checks, and the Trade rows.
 
-The function returns the trade ``Outcome`` only when every record of the frame became a trade.
+The function returns ``(kind name, trades)`` only when every record of the frame became a trade.
 Anything else gives None and the mapper takes its exact path, which stays the reference: a
 frame of another kind, a rejected record, a symbol not learned yet, a value the inline code
 leaves alone, any exception. So the program never returns what the exact path would not, and
@@ -27,7 +27,8 @@ from bitty.functions import to_text
 from bitty.model import MessageKind, Spec
 from bitty.trade import Trade
 
-Program = Callable[[Any, datetime, "dict[str, str] | None"], Any]
+# (frame, received_at, channels) -> (kind name, trades), or None: the exact path decides
+Program = Callable[[Any, datetime, "dict[str, str] | None"], "tuple[str, list[Trade]] | None"]
 
 _TRADE_FIELDS = ("price", "size", "side", "time")
 _RECORD = re.compile(r"\brecord\b")
@@ -39,7 +40,7 @@ _SAME_CURRENT = {"or_expression", "and_expression", "not_expression", "comparato
 _PASS_ON = {"subexpression", "index_expression", "pipe", "projection", "value_projection", "filter_projection"}
 
 
-def compile_program(spec: Spec, exchange: str, known: dict[str, str], outcome: type, sides: dict[str, str],
+def compile_program(spec: Spec, exchange: str, known: dict[str, str], sides: dict[str, str],
                     derive: Callable[..., str]) -> Program | None:
     """The fast path for ``spec``'s trade kinds, or None when no kind can take it.
 
@@ -49,15 +50,15 @@ def compile_program(spec: Spec, exchange: str, known: dict[str, str], outcome: t
     if not kinds:
         return None
     try:
-        return _compile(spec, kinds, exchange, known, outcome, sides, derive)
+        return _compile(spec, kinds, exchange, known, sides, derive)
     except (SyntaxError, RecursionError, MemoryError):  # too deep or too big to compile: exact path only
         return None
 
 
-def _compile(spec: Spec, kinds: list[MessageKind], exchange: str, known: dict[str, str], outcome: type,
-             sides: dict[str, str], derive: Callable[..., str]) -> Program:
+def _compile(spec: Spec, kinds: list[MessageKind], exchange: str, known: dict[str, str], sides: dict[str, str],
+             derive: Callable[..., str]) -> Program:
     gen = Codegen(inline=True)
-    gen.consts.update(_known=known, _exchange=exchange, _Outcome=outcome, _SIDES=sides, _derive=derive,
+    gen.consts.update(_known=known, _exchange=exchange, _SIDES=sides, _derive=derive,
                       _Trade=Trade, _DecimalType=Decimal, _ZERO=Decimal(0), _datetime=datetime, _to_text=to_text)
     lines = ["def _program(frame, received_at, channels):", "    try:"]
     checks: list[tuple[Any, MessageKind | None]] = []
@@ -88,7 +89,7 @@ def _eligible(kind: MessageKind) -> bool:
 
 
 def _trade_code(gen: Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[str]:
-    """Statements (at depth 3) turning the frame's records into the trade Outcome, or returning None."""
+    """Statements (at depth 3) turning the frame's records into (kind name, trades), or returning None."""
     lines: list[str] = []
 
     def line(text: str, depth: int = 3) -> None:
@@ -102,7 +103,7 @@ def _trade_code(gen: Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[s
         line("channel_symbol = channels.get(channel or '') if channels is not None else None")
         line("if channel_symbol is None:")
         line("return None", 4)
-    done = f"return _Outcome('trade', {{}}, [], None, None, None, '', False, {gen.const(kind.name)})"
+    done = f"return ({gen.const(kind.name)}, {{}})"
     if kind.records is None:  # the frame is the record
         line("record = frame")
         line("seen = {}")
