@@ -19,6 +19,7 @@ is the interpreter's own).
 from __future__ import annotations
 
 import collections
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -113,7 +114,7 @@ class Codegen:
         }
         if inline:
             self.consts.update(_Decimal=Decimal, _int_str=str, _fromts=datetime.fromtimestamp, _UTC=UTC,
-                               _fromiso=datetime.fromisoformat, _Refused=Refused)
+                               _fromiso=datetime.fromisoformat, _Refused=Refused, **_EPOCH_TEXT)
         self.functions: list[str] = []
         self.exprefs: list[str] = []
         self._ids = 0
@@ -466,21 +467,32 @@ class Body:
 # - For whole non-negative epoch counts below 4e9 seconds, the float quotient is within a
 #   quarter microsecond of the exact instant, a whole microsecond, and fromtimestamp rounds to
 #   the nearest microsecond: the exact instant. ``tests/test_program.py`` checks the edges.
+# - Epoch text of plain digits below 4e9 seconds (at most six fraction digits for seconds) is
+#   what ``from_epoch`` reads through a float, by the same float and fromtimestamp. The
+#   patterns admit only counts below 4e9 seconds: at most ten integer digits, the tenth 0-3.
 # - fromisoformat() of a text ending in Z parses what ``iso_time`` parses after its own clean-up
 #   (which only matters for text fromisoformat refuses); a result not in UTC is refused.
 _INLINE = {
     "decimal": "{out} = _Decimal({v}) if type({v}) is str else {exact}({v})\n"
                "if {out} is not None and not {out}.is_finite(): raise _Refused",
     "str": "{out} = {v} if type({v}) is str else _int_str({v}) if type({v}) is int else {exact}({v})",
-    "epoch_s": "{out} = _fromts({v}, _UTC) if type({v}) is int and 0 <= {v} < 4_000_000_000 else {exact}({v})",
+    "epoch_s": "{out} = _fromts({v}, _UTC) if type({v}) is int and 0 <= {v} < 4_000_000_000 "
+               "else _fromts(float({v}), _UTC) if type({v}) is str and _text_s({v}) is not None else {exact}({v})",
     "epoch_ms": "{out} = _fromts({v} / 1_000, _UTC) if type({v}) is int and 0 <= {v} < 4_000_000_000_000 "
+                "else _fromts(float({v}) / 1_000, _UTC) if type({v}) is str and _text_ms({v}) is not None "
                 "else {exact}({v})",
     "epoch_us": "{out} = _fromts({v} / 1_000_000, _UTC) if type({v}) is int and 0 <= {v} < 4_000_000_000_000_000 "
+                "else _fromts(float({v}) / 1_000_000, _UTC) if type({v}) is str and _text_us({v}) is not None "
                 "else {exact}({v})",
     "iso_time": "{out} = _fromiso({v}) if type({v}) is str and {v}[-1:] == 'Z' else {exact}({v})\n"
                 "if {out} is not None and {out}.tzinfo is not _UTC: raise _Refused",
     "lookup": "",
 }
+
+
+_EPOCH_TEXT = {"_text_s": re.compile(r"[0-3]?[0-9]{1,9}(?:\.[0-9]{1,6})?").fullmatch,
+               "_text_ms": re.compile(r"[0-3]?[0-9]{1,12}").fullmatch,
+               "_text_us": re.compile(r"[0-3]?[0-9]{1,15}").fullmatch}
 
 
 class Refused(Exception):

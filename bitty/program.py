@@ -41,7 +41,7 @@ _PASS_ON = {"subexpression", "index_expression", "pipe", "projection", "value_pr
 
 
 def compile_program(spec: Spec, exchange: str, known: dict[str, str], sides: dict[str, str],
-                    derive: Callable[..., str]) -> Program | None:
+                    trade_text: Callable[..., str], derived_id: Callable[[str, int], str]) -> Program | None:
     """The fast path for ``spec``'s trade kinds, or None when no kind can take it.
 
     ``known`` (native -> normalized symbol) is read on every call, so symbols learned later count.
@@ -50,15 +50,15 @@ def compile_program(spec: Spec, exchange: str, known: dict[str, str], sides: dic
     if not kinds:
         return None
     try:
-        return _compile(spec, kinds, exchange, known, sides, derive)
+        return _compile(spec, kinds, exchange, known, sides, trade_text, derived_id)
     except (SyntaxError, RecursionError, MemoryError):  # too deep or too big to compile: exact path only
         return None
 
 
 def _compile(spec: Spec, kinds: list[MessageKind], exchange: str, known: dict[str, str], sides: dict[str, str],
-             derive: Callable[..., str]) -> Program:
+             trade_text: Callable[..., str], derived_id: Callable[[str, int], str]) -> Program:
     gen = Codegen(inline=True)
-    gen.consts.update(_known=known, _exchange=exchange, _SIDES=sides, _derive=derive,
+    gen.consts.update(_known=known, _exchange=exchange, _SIDES=sides, _trade_text=trade_text, _derived_id=derived_id,
                       _Trade=Trade, _DecimalType=Decimal, _ZERO=Decimal(0), _datetime=datetime, _to_text=to_text)
     lines = ["def _program(frame, received_at, channels):", "    try:"]
     checks: list[tuple[Any, MessageKind | None]] = []
@@ -185,9 +185,9 @@ def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str, per_f
     else:
         line(f"if not isinstance({at['time']}, _datetime):")
     line("return None", 1)
-    derive = (f"key = (symbol, {at['time']}, {at['price']}, {at['size']}, side)",
-              "seen[key] = n = seen.get(key, 0) + 1",
-              f"trade_id = _derive({at['time']}, {at['price']}, {at['size']}, side, n)")
+    derive = (f"text = _trade_text({at['time']}, {at['price']}, {at['size']}, side)",
+              "seen[symbol, text] = n = seen.get((symbol, text), 0) + 1",
+              "trade_id = _derived_id(text, n)")
     if "trade_id" not in at:
         for text in derive:
             line(text)

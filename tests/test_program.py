@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -144,6 +145,40 @@ def test_inline_epochs_are_exact_at_the_edges(unit: str) -> None:
             assert exact.trades[0].time == from_epoch(value, per_second)
 
 
+@pytest.mark.parametrize("unit", ["ts", "tm", "tu"])
+def test_inline_epoch_texts_are_exact_at_the_edges(unit: str) -> None:
+    """Epoch counts sent as text (Kraken's "1714564800.123456", Bitstamp's microtimestamp)."""
+    mapper = _inline_mapper()
+    per_second = {"ts": 1, "tm": 1_000, "tu": 1_000_000}[unit]
+    texts = [str(v) for v in EDGES + [v - 1 for v in EDGES if v] + [v + 7 for v in EDGES]]
+    texts += ["0" + t for t in texts] + ["", " 1", "1 ", "1_0", "+1", "-1", "1e3", "\u0661", "1.", ".5", "3999999999.9999995",
+                                         "3999999999.999999", "4000000000.000000", "1714564800.1234567", "nan"]
+    for value in texts:
+        frame = {"e": "t", "s": "BTCUSD", "i": 1, "p": "1", "q": "1", "m": True, unit: value}
+        fast, exact = mapper.handle(frame, NOW), mapper.handle_exactly(frame, NOW)
+        assert fast == exact, value
+        if exact.trades:
+            assert exact.trades[0].time == from_epoch(value, per_second)
+
+
+EPOCH_TEXT = st.builds(lambda whole, fraction: str(whole) + fraction,
+                       st.integers(min_value=0, max_value=4_100_000_000),
+                       st.sampled_from(["", "."]).flatmap(
+                           lambda dot: st.text("0123456789", min_size=1, max_size=7).map(lambda d: dot + d)
+                           if dot else st.just("")))
+
+
+@settings(max_examples=500, deadline=None)
+@given(EPOCH_TEXT)
+def test_inline_epoch_seconds_text_is_exact(text: str) -> None:
+    mapper = _inline_mapper()
+    frame = {"e": "t", "s": "BTCUSD", "i": 1, "p": "1", "q": "1", "m": False, "ts": text}
+    fast, exact = mapper.handle(frame, NOW), mapper.handle_exactly(frame, NOW)
+    assert fast == exact
+    if exact.trades:
+        assert exact.trades[0].time == from_epoch(text, 1)
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.integers(min_value=0, max_value=4_000_000_000_000_000), st.sampled_from(["ts", "tm", "tu"]))
 def test_inline_epochs_are_exact(value: int, unit: str) -> None:
@@ -189,3 +224,23 @@ def test_an_error_frame_with_a_huge_integer_is_still_an_error() -> None:
     frame = {"id": "1", "status": "error", "err-code": -(2**63) - 1, "ts": 1_700_489_331_012}
     outcome = Mapper(htx).handle(frame, NOW)
     assert outcome.kind == "error" and str(-(2**63) - 1) in outcome.message
+
+
+def test_derived_ids_number_identical_trades_and_keep_their_format() -> None:
+    """Kraken v1 sends no ids: identical trades in one frame (the same price written two ways
+    included) are numbered, on both paths, and a derived id stays the hash it always was, so
+    trades stored by earlier versions are recognized when received again."""
+    kraken = next(s for s in SPECS if s.name == "kraken")
+    mapper = Mapper(kraken)
+    mapper.learn(["BTC-USD"])
+    record = ["22675.06", "0.45263244", "1714564800.123456", "b", "l", ""]
+    frame = [42, [record, record, ["22675.060", *record[1:]], ["22675.07", *record[1:]]], "trade", "XBT/USD"]
+    fast, exact = mapper.handle(frame, NOW), mapper.handle_exactly(frame, NOW)
+    assert fast == exact and mapper.program is not None and mapper.program(frame, NOW, None) is not None
+
+    def derived(text: str) -> str:
+        return "d" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+    base = "2024-05-01T12:00:00.123456+00:00|{}|0.45263244|buy|{}"
+    assert [t.trade_id for t in exact.trades] == [derived(base.format("22675.06", 1)), derived(base.format("22675.06", 2)),
+                                                  derived(base.format("22675.06", 3)), derived(base.format("22675.07", 1))]
