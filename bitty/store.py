@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from bitty.errors import SinkError
-from bitty.trade import Quarantined, SecondText, Trade
+from bitty.trade import THREE_DIGITS, Quarantined, SecondText, Trade
 
 UTC = UTC
 
@@ -206,7 +206,6 @@ def _sqlite_statement(rows: int) -> str:
 
 
 _SECONDS = SecondText(" ")
-_THREE_DIGITS = [f"{n:03d}" for n in range(1000)]
 
 
 def _utc_text(moment: datetime) -> str:
@@ -215,7 +214,7 @@ def _utc_text(moment: datetime) -> str:
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     micro = moment.microsecond
-    return _SECONDS(moment) + "." + _THREE_DIGITS[micro // 1000] + _THREE_DIGITS[micro % 1000]
+    return _SECONDS(moment) + "." + THREE_DIGITS[micro // 1000] + THREE_DIGITS[micro % 1000]
 
 
 def _text_rows(batch: Sequence[Trade]) -> list[tuple[str, ...]]:
