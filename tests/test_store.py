@@ -105,7 +105,9 @@ def test_any_text_in_a_trade_id_is_stored_as_is(db_url: str) -> None:
 def test_sqlite_rows_go_many_per_statement(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The sqlite3 module releases the GIL around each statement step, and a writer thread needs
     it back after each one, waiting up to a switch interval behind a busy reader thread: 5,000
-    trades go in three statements (2,048 rows at most), not 5,000 steps of an executemany."""
+    trades go in three statements (2,048 rows at most), not 5,000 steps of an executemany.
+    Statements have a power of two of rows (the last padded with copies the unique key skips),
+    so a connection caches a dozen of them, not one per batch size (2 MB each at 2,000 rows)."""
     store = Store(f"sqlite:///{tmp_path}/t.db")
     store.open()
     inserts: list[bool] = []
@@ -117,8 +119,15 @@ def test_sqlite_rows_go_many_per_statement(tmp_path) -> None:  # type: ignore[no
     sa.event.listen(store.engine, "before_cursor_execute", seen)
     try:
         assert len(store.write([trade(n) for n in range(5000)])) == 5000
-        assert inserts == [(False, 2048), (False, 2048), (False, 904)]
+        assert inserts == [(False, 2048), (False, 2048), (False, 1024)]
         assert store.count() == 5000
+        inserts.clear()
+        start = 5000
+        for size in range(1, 300):  # every batch size: a handful of statement sizes
+            assert len(store.write([trade(n) for n in range(start, start + size)])) == size
+            start += size
+        assert store.count() == start
+        assert {rows for _, rows in inserts} == {1, 2, 4, 8, 16, 32, 64, 128, 256, 512}
     finally:
         store.close()
 
