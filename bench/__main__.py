@@ -40,7 +40,9 @@ class _Server:
             self.process.terminate()
 
 
-def _pg_schema() -> tuple[str, Callable[[], None]] | None:
+def _pg_schema() -> tuple[str, str, Callable[[], None]] | None:
+    """A fresh schema in the local PostgreSQL: bitty's URL and the floor's conninfo for it, and
+    the function that drops it; None when PostgreSQL is unreachable."""
     try:
         import sqlalchemy as sa
         engine = sa.create_engine(PG_URL, pool_pre_ping=True, connect_args={"connect_timeout": 3})
@@ -56,7 +58,8 @@ def _pg_schema() -> tuple[str, Callable[[], None]] | None:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         engine.dispose()
 
-    return f"{PG_URL}?options=-csearch_path%3D{schema}", drop
+    conninfo = f"host=127.0.0.1 port=5432 dbname=test user=postgres options=-csearch_path={schema}"
+    return f"{PG_URL}?options=-csearch_path%3D{schema}", conninfo, drop
 
 
 def _row(name: str, r: dict[str, Any], floor: dict[str, Any] | None) -> str:
@@ -89,18 +92,20 @@ def _end_to_end(tmp: Path, frames: int) -> None:
         print(f"{'run':<24} {'msgs/s':>10} {'trades/s':>10} {'cpu/100k':>9} {'rss MB':>8} {'vs floor':>8}")
         for exchange in EXCHANGES:
             floor = _in_process(_floor, exchange, server.ports[exchange], str(tmp / f"floor-{exchange}.db"), frames)
-            print(_row(f"floor {exchange}", floor, None))
+            print(_row(f"floor {exchange} sqlite", floor, None))
             result = _in_process(_bitty, [exchange], server.ports, f"sqlite:///{tmp}/bitty-{exchange}.db", 0, frames)
             print(_row(f"bitty {exchange} sqlite", result, floor))
             _warn(f"bitty {exchange} sqlite", result)
             if pg is not None:
+                pg_floor = _in_process(_floor, exchange, server.ports[exchange], pg[1], frames)
+                print(_row(f"floor {exchange} postgres", pg_floor, None))
                 result = _in_process(_bitty, [exchange], server.ports, pg[0], 0, frames)
-                print(_row(f"bitty {exchange} postgres", result, floor))
+                print(_row(f"bitty {exchange} postgres", result, pg_floor))
                 _warn(f"bitty {exchange} postgres", result)
     finally:
         server.close()
         if pg is not None:
-            pg[1]()
+            pg[2]()
 
 
 def _scale(tmp: Path, sizes: Sequence[int], per_symbol: int, per_second: float) -> None:

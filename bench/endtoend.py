@@ -17,8 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.frames import native, symbols, trades_in
-from bench.mapping import load
+from bench.frames import load, native, symbols, trades_in
 from bitty.collect import plan
 from bitty.consumer import BaseConsumer
 from bitty.store import Store
@@ -111,12 +110,48 @@ FLOOR_FIELDS = {
 }
 
 
-async def floor_run(exchange: str, port: int, path: str, frames: int, timeout: float) -> dict[str, Any]:
-    """The least a collector can do: read, decode, pick fields, insert batches of 1000."""
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("CREATE TABLE IF NOT EXISTS t (exchange, symbol, trade_id, price, size, side, time, "
-               "UNIQUE (exchange, symbol, trade_id))")
+class _SqliteFloor:
+    """INSERT OR IGNORE of 1000 rows at a time, as executemany, into a table with the unique key."""
+
+    def __init__(self, path: str) -> None:
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS t (exchange, symbol, trade_id, price, size, side, time, "
+                        "UNIQUE (exchange, symbol, trade_id))")
+
+    def write(self, batch: list[tuple[Any, ...]]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO t VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _PostgresFloor:
+    """COPY of 1000 rows at a time, straight into a table of text columns with the unique key:
+    the least a PostgreSQL writer can do (it is not idempotent, which bitty is)."""
+
+    def __init__(self, conninfo: str) -> None:
+        import psycopg
+        self.db = psycopg.connect(conninfo)
+        self.db.execute("CREATE TABLE IF NOT EXISTS floor_trades (exchange text, symbol text, trade_id text, "
+                        "price text, size text, side text, time text, UNIQUE (exchange, symbol, trade_id))")
+        self.db.execute("TRUNCATE floor_trades")
+        self.db.commit()
+
+    def write(self, batch: list[tuple[Any, ...]]) -> None:
+        with self.db.cursor() as cursor, cursor.copy("COPY floor_trades FROM STDIN") as copy:
+            copy.write("".join(["\t".join(map(str, row)) + "\n" for row in batch]))
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+async def floor_run(exchange: str, port: int, target: str, frames: int, timeout: float) -> dict[str, Any]:
+    """The least a collector can do: read, decode, pick fields, write batches of 1000. ``target``
+    is a SQLite file, or a PostgreSQL conninfo (``host=...``)."""
+    sink = _PostgresFloor(target) if target.startswith("host=") else _SqliteFloor(target)
     pick = FLOOR_FIELDS[exchange]
     natives = [native(exchange, s) for s in symbols(exchange, 10)]
     base_cpu, _ = _usage()
@@ -131,13 +166,12 @@ async def floor_run(exchange: str, port: int, path: str, frames: int, timeout: f
             for row in pick(orjson.loads(msg.data)):
                 batch.append((exchange, *row[:2], str(Decimal(row[2])), str(Decimal(row[3])), *row[4:]))
             if len(batch) >= 1000 or stored + len(batch) >= expected:
-                db.executemany("INSERT OR IGNORE INTO t VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
-                db.commit()
+                sink.write(batch)
                 stored += len(batch)
                 batch = []
     elapsed = time.perf_counter() - started
     cpu, rss = _usage()
-    db.close()
+    sink.close()
     return {"frames": seen, "trades": stored, "seconds": elapsed, "cpu": cpu - base_cpu, "rss_mb": rss}
 
 
@@ -147,6 +181,6 @@ def run_bitty(exchanges: list[str], ports: dict[str, int], store_url: str, n_sym
     return asyncio.run(bitty_run(exchanges, ports, store_url, n_symbols, frames, timeout=120, per_symbol=per_symbol))
 
 
-def run_floor(exchange: str, port: int, path: str, frames: int) -> dict[str, Any]:
+def run_floor(exchange: str, port: int, target: str, frames: int) -> dict[str, Any]:
     """Process entry point for ``floor_run``."""
-    return asyncio.run(floor_run(exchange, port, path, frames, timeout=120))
+    return asyncio.run(floor_run(exchange, port, target, frames, timeout=120))

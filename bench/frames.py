@@ -18,6 +18,9 @@ from typing import Any
 
 import orjson
 
+from bitty import paths
+from bitty.spec import Spec, find_spec, load_spec
+
 EXCHANGES = ("binance", "coinbase", "kraken")  # mapping and end-to-end runs
 # The scale run: those three and seven more whose specs need no REST bootstrap (kucoin), no
 # compressed binary frames (htx), no channel ids assigned by subscription acks (bitfinex) and
@@ -39,6 +42,11 @@ _HOLES = {b"\\u0000n": b"%(n)s", b"\\u0000l": b"%(l)s", b"\\u0000i": b"%(i)d", b
           b"\\u0000x": b"%(i)010x"}
 _BARE = re.compile(rb'"\\u0001([^"]*)"')
 KEYS = (b"n", b"l", b"i")  # bytes: a bytes %-template looks its keys up as bytes
+
+
+def load(exchange: str) -> Spec:
+    """The bundled spec of ``exchange``."""
+    return load_spec(find_spec(exchange, paths.spec_dirs([])))
 
 
 def symbols(exchange: str, count: int) -> list[str]:

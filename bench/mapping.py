@@ -14,21 +14,16 @@ import jmespath
 import orjson
 
 from bench import reference
-from bench.frames import generate, native, symbols
-from bitty import paths
+from bench.frames import generate, load, native, symbols
 from bitty.functions import OPTIONS, iso_time
 from bitty.mapper import Mapper, derive_trade_id
-from bitty.spec import Spec, find_spec, load_spec
+from bitty.spec import Spec
 from bitty.trade import Trade
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 KRAKEN_SIDES = {"b": "buy", "s": "sell"}
 # A spec that reads another one's exchange in another wire format: its symbols and natives
 WIRE = {"binance-aggtrade": "binance"}
-
-
-def load(exchange: str) -> Spec:
-    return load_spec(find_spec(exchange, paths.spec_dirs([])))
 
 
 def mapper_for(spec: Spec, exchange: str, count: int = 10) -> Mapper:
