@@ -19,6 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 # is mostly per transaction and per statement (each one waits for the GIL to come back from the
 # readers), so catching up in bigger writes keeps the backlog from growing.
 _CATCH_UP = 10
+_EXCHANGE = attrgetter("exchange")
 
 
 @dataclass
@@ -123,7 +125,7 @@ class Writer:
     async def _flush(self, deadline: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         while self._trades or self._quarantine:
-            batch = [self._trades.popleft() for _ in range(min(self.batch_size * _CATCH_UP, len(self._trades)))]
+            batch = self._take(self.batch_size * _CATCH_UP)
             items = list(self._quarantine)
             self._quarantine.clear()
             try:
@@ -140,6 +142,16 @@ class Writer:
                 self._quarantine.extendleft(reversed(items))
                 return
             self._count(batch, stored)
+
+    def _take(self, limit: int) -> list[Trade]:
+        """The oldest ``limit`` trades, taken off the buffer (on the event loop: a list copy when
+        that is all of them, rather than a popleft per trade)."""
+        trades = self._trades
+        if len(trades) <= limit:
+            batch = list(trades)
+            trades.clear()
+            return batch
+        return [trades.popleft() for _ in range(limit)]
 
     async def _write(self, loop: asyncio.AbstractEventLoop, batch: list[Trade], items: list[Quarantined],
                      deadline: float | None) -> list[Trade] | None:
@@ -166,8 +178,10 @@ class Writer:
     def _count(self, batch: list[Trade], stored: list[Trade]) -> None:
         self.stats.stored += len(stored)
         self.stats.duplicates += len(batch) - len(stored)
-        new = Counter(t.exchange for t in stored)
-        for exchange, total in Counter(t.exchange for t in batch).items():
+        exchanges = Counter(map(_EXCHANGE, batch))
+        # ``stored`` holds those of ``batch`` that were new: all of them when the lengths agree
+        new = exchanges if len(stored) == len(batch) else Counter(map(_EXCHANGE, stored))
+        for exchange, total in exchanges.items():
             per = self._exchange(exchange)
             per.stored += new[exchange]
             per.duplicates += total - new[exchange]
