@@ -105,6 +105,7 @@ class Store:
             raise SinkError(f"cannot use database {url!r}: {exc}") from None
         self.dialect = self.engine.dialect.name
         self._sqlite_rows = _SQLITE_ROWS
+        self._pg_direct = True
         if self.dialect not in ("sqlite", "postgresql"):
             raise SinkError(f"database {self.dialect!r} is not supported: use sqlite:// or postgresql://")
 
@@ -165,13 +166,17 @@ class Store:
         None when every row was inserted (the usual case, which needs no keys read back).
 
         The generic statement binds every value through the column types; the driver-level
-        paths below send plain tuples: sqlite3's executemany, and psycopg's COPY into a
-        temporary table followed by one INSERT ... SELECT ... ON CONFLICT DO NOTHING.
+        paths below send text: sqlite3's multi-row statements, and psycopg's COPY, straight into
+        the table or into a temporary one followed by one INSERT ... SELECT ... ON CONFLICT DO NOTHING.
         """
         if self.dialect == "sqlite":
             return _sqlite_insert(conn, batch, self._sqlite_rows)
         if self.dialect == "postgresql" and self.engine.driver == "psycopg":
-            return _postgresql_insert(conn, batch)
+            inserted = _postgresql_insert(conn, batch, self._pg_direct)
+            # Straight into the table while batches hold only new trades; after one that held
+            # known trades (a replay after a reconnect, a backfill), the staging path first.
+            self._pg_direct = inserted is None
+            return inserted
         statement = self._insert().returning(trades.c.exchange, trades.c.symbol, trades.c.trade_id)
         inserted = {tuple(r) for r in conn.execute(statement, [t.as_row() for t in batch])}
         return None if len(inserted) == len(batch) else inserted
@@ -226,21 +231,22 @@ def _utc_text(moment: datetime) -> str:
     return _SECONDS(moment) + "." + THREE_DIGITS[micro // 1000] + THREE_DIGITS[micro % 1000]
 
 
-def _text_rows(batch: Sequence[Trade]) -> list[tuple[str, ...]]:
+def _text_rows(batch: Sequence[Trade], zone: str = "") -> list[tuple[str, ...]]:
     """The trade columns as text: decimals without exponents and times as naive UTC text with six
-    fraction digits, which is what SQLAlchemy writes to SQLite and what PostgreSQL parses."""
+    fraction digits, which is what SQLAlchemy writes to SQLite and what PostgreSQL parses, with
+    ``zone`` after them."""
     rows: list[tuple[str, ...]] = []
     received_at, received = None, ""
     for t in batch:
         if t.received_at is not received_at:  # a frame's trades share it
-            received_at, received = t.received_at, _utc_text(t.received_at)
+            received_at, received = t.received_at, _utc_text(t.received_at) + zone
         # str() is a third of format(, "f") and equal to it unless it chose an exponent.
         price, size = str(t.price), str(t.size)
         if "E" in price:
             price = format(t.price, "f")
         if "E" in size:
             size = format(t.size, "f")
-        rows.append((t.exchange, t.symbol, t.trade_id, price, size, t.side, _utc_text(t.time), received))
+        rows.append((t.exchange, t.symbol, t.trade_id, price, size, t.side, _utc_text(t.time) + zone, received))
     return rows
 
 
@@ -279,24 +285,43 @@ _PG_INSERT = (
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_text(batch: Sequence[Trade]) -> str:
-    """The batch in COPY's text format, numbered to keep its order: one write for the whole
-    batch instead of adapting each value in Python (a third of the writer's time)."""
-    rows = _text_rows(batch)
-    text = "".join([f"{n}\t" + "\t".join(row) + "\n" for n, row in enumerate(rows)])
-    if text.count("\t") != 8 * len(rows) or text.count("\n") != len(rows) or "\\" in text or "\r" in text:
+_PG_COPY = "COPY trades (exchange, symbol, trade_id, price, size, side, time, received_at) FROM STDIN"
+
+
+def _copy_text(rows: list[tuple[str, ...]], numbered: bool) -> str:
+    """Rows in COPY's text format, numbered (to keep their order through the staging table) or
+    not: one write for the whole batch instead of adapting each value in Python."""
+    prefixes = [f"{n}\t" for n in range(len(rows))] if numbered else [""] * len(rows)
+    text = "".join([prefix + "\t".join(row) + "\n" for prefix, row in zip(prefixes, rows, strict=True)])
+    tabs = (len(rows[0]) - 1 + numbered) * len(rows) if rows else 0  # rows are all as wide
+    if text.count("\t") != tabs or text.count("\n") != len(rows) or "\\" in text or "\r" in text:
         # a value holds a tab, a line break or a backslash: escape them all
-        text = "".join([f"{n}\t" + "\t".join(v.translate(_COPY_ESCAPES) for v in row) + "\n"
-                        for n, row in enumerate(rows)])
+        text = "".join([prefix + "\t".join(v.translate(_COPY_ESCAPES) for v in row) + "\n"
+                        for prefix, row in zip(prefixes, rows, strict=True)])
     return text
 
 
-def _postgresql_insert(conn: sa.Connection, batch: Sequence[Trade]) -> set[tuple[str, str, str]] | None:
+def _postgresql_insert(conn: sa.Connection, batch: Sequence[Trade], direct: bool) -> set[tuple[str, str, str]] | None:
+    import psycopg  # the driver of this path
+
     raw: Any = conn.connection.driver_connection
     with raw.cursor() as cursor:
+        if direct:
+            # COPY straight into the table: about a quarter of the server's work per row less
+            # than staging. A trade already stored (or twice in the batch) violates the unique
+            # key, which undoes the COPY back to the savepoint; then the batch is staged.
+            cursor.execute("SAVEPOINT bitty_copy")
+            try:
+                with cursor.copy(_PG_COPY) as copy:
+                    copy.write(_copy_text(_text_rows(batch, "+00"), numbered=False))
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT bitty_copy")
+            else:
+                cursor.execute("RELEASE SAVEPOINT bitty_copy")
+                return None
         cursor.execute(_PG_STAGE)
         with cursor.copy("COPY bitty_incoming FROM STDIN") as copy:
-            copy.write(_copy_text(batch))
+            copy.write(_copy_text(_text_rows(batch), numbered=True))
         cursor.execute(_PG_INSERT)
         # The staged rows go at commit (ON COMMIT DELETE ROWS) or with a rollback.
         return None if cursor.rowcount == len(batch) else {tuple(r) for r in cursor.fetchall()}

@@ -132,6 +132,35 @@ def test_sqlite_rows_go_many_per_statement(tmp_path) -> None:  # type: ignore[no
         store.close()
 
 
+def test_postgresql_copies_new_trades_straight_in_and_stages_known_ones(pg_url: str) -> None:
+    """New trades are copied straight into the table, their times read as UTC whatever the
+    session's time zone; a batch holding a stored trade or one trade twice is undone to a
+    savepoint and staged, and reports exactly its new trades."""
+    store = Store(pg_url)
+    store.open()
+    sa.event.listen(store.engine, "connect", lambda dbapi, _: dbapi.execute("SET TIME ZONE 'Asia/Kolkata'"))
+    store.engine.dispose()  # connections from here on have that time zone
+
+    def staged() -> bool:
+        with store.engine.connect() as conn:  # the pool's one connection: the writes' session
+            return bool(conn.exec_driver_sql("SELECT to_regclass('pg_temp.bitty_incoming') IS NOT NULL").scalar())
+
+    try:
+        first = [trade(n) for n in range(10)]
+        assert store.write(first) == first
+        assert not staged()
+        assert [(t.trade_id, t.time, t.received_at) for t in store.read_trades()] == \
+            [(t.trade_id, t.time, t.received_at) for t in first]
+        new = store.write([trade(n) for n in range(5, 15)] + [trade(12)])
+        assert [t.trade_id for t in new] == [str(n) for n in range(10, 15)]
+        assert staged()
+        assert store.write([trade(n) for n in range(15, 20)]) == [trade(n) for n in range(15, 20)]
+        assert store.write([trade(20), trade(20)]) == [trade(20)]
+        assert store.count() == 21
+    finally:
+        store.close()
+
+
 def test_quarantine_is_stored_with_the_trades(db_url: str) -> None:
     """Quarantined frames are written in the same transaction as the batch."""
     store = Store(db_url)
