@@ -132,13 +132,17 @@ class Store:
     def write(self, batch: Sequence[Trade], quarantined: Sequence[Quarantined] = ()) -> list[Trade]:
         """Insert trades (and quarantined frames) in one transaction; returns the trades that
         were new, in order. A failure writes nothing, so the caller can retry the same batch."""
+        driver_error = self.engine.dialect.loaded_dbapi.Error
         try:
             return self._write(batch, quarantined)
-        except sa.exc.SQLAlchemyError:
+        except (sa.exc.SQLAlchemyError, driver_error) as exc:
             # A connection broken mid-transaction can fail its next ping in ways the pool does
             # not recognize as a disconnect; start the next attempt from fresh connections.
             self.engine.dispose()
-            raise
+            if isinstance(exc, sa.exc.SQLAlchemyError):
+                raise
+            # The COPY paths use the driver's cursor directly: its errors are SQLAlchemy's too.
+            raise sa.exc.DBAPIError.instance(None, None, exc, driver_error) from exc
 
     def _write(self, batch: Sequence[Trade], quarantined: Sequence[Quarantined]) -> list[Trade]:
         inserted: set[tuple[str, str, str]] | None = set()

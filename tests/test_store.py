@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from bitty.store import Store, quarantine, trades
@@ -157,6 +158,20 @@ def test_postgresql_copies_new_trades_straight_in_and_stages_known_ones(pg_url: 
         assert store.write([trade(n) for n in range(15, 20)]) == [trade(n) for n in range(15, 20)]
         assert store.write([trade(20), trade(20)]) == [trade(20)]
         assert store.count() == 21
+    finally:
+        store.close()
+
+
+def test_a_driver_error_on_the_copy_path_is_a_database_error(pg_url: str) -> None:
+    """COPY goes through psycopg's own cursor; its errors reach the writer as SQLAlchemy errors
+    (the kind it retries), and the failed batch writes nothing. PostgreSQL text cannot hold NUL."""
+    store = Store(pg_url)
+    store.open()
+    try:
+        with pytest.raises(sa.exc.DBAPIError, match="0x00"):
+            store.write([trade(1), Trade("testex", "BTC-USD", "a\x00b", Decimal(1), Decimal(1), "buy", T0, T0)])
+        assert store.count() == 0
+        assert store.write([trade(1)]) == [trade(1)]
     finally:
         store.close()
 
