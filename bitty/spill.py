@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -22,15 +23,27 @@ from bitty.trade import Trade
 PREFIX = "bitty-spill-"
 
 
+PREFIX_REFUSED = "bitty-refused-"  # rows the database refuses: kept, never written back
+
+
 def write(folder: Path, trades: Iterable[Trade]) -> Path:
     """Write trades to a new spill file, durably (fsync) and atomically (rename)."""
+    return _write_lines(folder, PREFIX, (trade.as_json() for trade in trades))
+
+
+def refused(folder: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Keep rows the database refuses (a value it cannot hold) in a file of their own, which
+    ``pending`` does not list: writing them again would fail again."""
+    return _write_lines(folder, PREFIX_REFUSED, rows)
+
+
+def _write_lines(folder: Path, prefix: str, rows: Iterable[dict[str, Any]]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{PREFIX}{datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.jsonl"
+    name = f"{prefix}{datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.jsonl"
     final = folder / name
     partial = folder / (name + ".part")
     with partial.open("wb") as file:
-        for trade in trades:
-            row = trade.as_json()
+        for row in rows:
             file.write(orjson.dumps(row) + b"\n")
         file.flush()
         os.fsync(file.fileno())

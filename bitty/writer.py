@@ -48,6 +48,7 @@ class WriterStats:
     write_errors: int = 0
     spilled: int = 0
     unspilled: int = 0
+    refused: int = 0  # rows the database refuses, kept in refused files
 
 
 class Writer:
@@ -66,6 +67,7 @@ class Writer:
         self.per_exchange: dict[str, WriterStats] = {}
         self._trades: deque[Trade] = deque()
         self._quarantine: deque[Quarantined] = deque()
+        self._refused: list[Trade] = []  # refused trades of the batch being written
         self._wake = asyncio.Event()
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bitty-writer")
@@ -160,6 +162,10 @@ class Writer:
         while True:
             try:
                 stored = await loop.run_in_executor(self._executor, self.store.write, batch, items)
+            except sa.exc.DataError as exc:
+                # The database refuses a value (text PostgreSQL cannot hold, an id longer than
+                # its column): retrying cannot help, and the batch must not hold up the others.
+                return await self._write_apart(loop, batch, items, deadline, exc)
             except sa.exc.SQLAlchemyError as exc:
                 self._healthy = False
                 self.stats.write_errors += 1
@@ -175,7 +181,40 @@ class Writer:
             self._healthy = True
             return stored
 
+    async def _write_apart(self, loop: asyncio.AbstractEventLoop, batch: list[Trade], items: list[Quarantined],
+                           deadline: float | None, error: sa.exc.DataError) -> list[Trade] | None:
+        """Write a batch the database refused in halves, until each refused row is alone; those
+        go to a refused file in the spill folder, with the database's reason, and the rest is
+        stored. None when the database went away meanwhile (as ``_write``)."""
+        if len(batch) + len(items) == 1:
+            reason = str(getattr(error, "orig", error)).strip()
+            rows = [{"reason": reason, "trade": t.as_json()} for t in batch]
+            rows += [{"reason": reason, "quarantined": {"exchange": q.exchange, "spec_version": q.spec_version,
+                                                        "reason": q.reason, "frame": q.frame}} for q in items]
+            path = spill.refused(self.spill_dir, rows)
+            self._refused += batch
+            self.stats.refused += 1
+            logger.error("the database refuses a %s (%s); kept in %s", "trade" if batch else "quarantined frame",
+                         reason.splitlines()[0] if reason else "no reason given", path)
+            return []
+        if batch and items:
+            parts = [(batch, []), ([], items)]
+        else:
+            half = max(len(batch), len(items)) // 2
+            parts = [(batch[:half], items[:half]), (batch[half:], items[half:])]
+        stored: list[Trade] = []
+        for trades, quarantined in parts:
+            part = await self._write(loop, trades, quarantined, deadline)
+            if part is None:
+                return None
+            stored += part
+        return stored
+
     def _count(self, batch: list[Trade], stored: list[Trade]) -> None:
+        if self._refused:  # neither stored nor duplicates
+            refused = {id(t) for t in self._refused}
+            self._refused.clear()
+            batch = [t for t in batch if id(t) not in refused]
         self.stats.stored += len(stored)
         self.stats.duplicates += len(batch) - len(stored)
         exchanges = Counter(map(_EXCHANGE, batch))

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -83,6 +84,41 @@ def test_postgresql_away_then_back_loses_nothing(pg_url: str, tmp_path: Path) ->
 
     writer, count = asyncio.run(main())
     assert count == 2300 and writer.stats.duplicates == 0 and writer.stats.spilled > 0
+    assert spill.pending(tmp_path / "spill") == []
+
+
+def test_values_postgresql_refuses_are_kept_apart_and_the_rest_is_stored(pg_url: str, tmp_path: Path) -> None:
+    """A trade id PostgreSQL cannot hold (a NUL character; longer than its column) and a garbage
+    frame with a NUL byte: retrying cannot store them, so they go to a refused file with the
+    reason, and every other trade of the batch and after it is stored."""
+    from bitty.trade import Quarantined
+
+    async def main() -> tuple[Writer, int]:
+        store = Store(pg_url)
+        await asyncio.to_thread(store.open)
+        writer = Writer(store, batch_size=100, flush_interval=0.05, spill_dir=tmp_path / "spill")
+        writer.start()
+        for n in range(20):
+            writer.put(trade(n))
+        writer.put(Trade("faulty", "BTC-USD", "a\x00b", Decimal(1), Decimal(1), "buy", T0, T0))
+        writer.put(Trade("faulty", "BTC-USD", "x" * 200, Decimal(1), Decimal(1), "buy", T0, T0))
+        writer.quarantine(Quarantined("faulty", 1, "not JSON", "garbage \x00 frame", T0))
+        await wait_for(lambda: writer.stats.stored == 20)
+        for n in range(20, 30):
+            writer.put(trade(n))
+        await writer.close()
+        count = await asyncio.to_thread(store.count)
+        await asyncio.to_thread(store.close)
+        return writer, count
+
+    writer, count = asyncio.run(main())
+    assert count == 30 and writer.stats.stored == 30
+    assert (writer.stats.refused, writer.stats.duplicates) == (3, 0)
+    files = list((tmp_path / "spill").glob("bitty-refused-*.jsonl"))
+    rows = [orjson.loads(line) for path in files for line in path.read_bytes().splitlines()]
+    assert sorted(r["trade"]["trade_id"] for r in rows if "trade" in r) == ["a\x00b", "x" * 200]
+    assert [r["quarantined"]["frame"] for r in rows if "quarantined" in r] == ["garbage \x00 frame"]
+    assert all(r["reason"] for r in rows)
     assert spill.pending(tmp_path / "spill") == []
 
 
