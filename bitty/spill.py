@@ -21,8 +21,6 @@ import orjson
 from bitty.trade import Trade
 
 PREFIX = "bitty-spill-"
-
-
 PREFIX_REFUSED = "bitty-refused-"  # rows the database refuses: kept, never written back
 
 
