@@ -61,6 +61,16 @@ class _Builder:
             self.report.add(path, str(exc))
             return None
 
+    def trade_fields(self, path: list[Any], raw: dict[str, Any]) -> list[tuple[str, Expr]]:
+        """The trade fields ``raw`` gives, compiled, in TRADE_FIELDS order."""
+        fields = []
+        for name in TRADE_FIELDS:
+            if name in raw:
+                e = self.expr(path + [name], raw[name])
+                if e is not None:
+                    fields.append((name, e))
+        return fields
+
     def template(self, path: list[Any], source: Any, allowed: set[str]) -> Template | None:
         try:
             template = Template.compile(source)
@@ -196,12 +206,7 @@ class _Builder:
         p = ["rest", "trades"]
         url = self.template(p + ["url"], raw["url"], REST_TRADES_VARS)
         records = self.expr(p + ["records"], raw["records"])
-        fields = []
-        for name in TRADE_FIELDS:
-            if name in raw["fields"]:
-                e = self.expr(p + ["fields", name], raw["fields"][name])
-                if e is not None:
-                    fields.append((name, e))
+        fields = self.trade_fields(p + ["fields"], raw["fields"])
         paginate = raw.get("paginate", {})
         by = paginate.get("by", "none")
         if (by == "cursor") != ("cursor" in paginate):
@@ -242,12 +247,7 @@ class _Builder:
             match = self.expr(p + ["match"], m["match"])
             if kind == "trade":
                 has_trade = True
-                fields = []
-                for field_name in TRADE_FIELDS:
-                    if field_name in m["fields"]:
-                        e = self.expr(p + ["fields", field_name], m["fields"][field_name])
-                        if e is not None:
-                            fields.append((field_name, e))
+                fields = self.trade_fields(p + ["fields"], m["fields"])
                 if "symbol" not in m["fields"] and "channel" not in m:
                     self.report.add(p + ["fields"],
                                     "a trade kind needs fields.symbol, or a channel resolved through a `channel` kind")
