@@ -63,6 +63,23 @@ def start_collector(*args: str) -> subprocess.Popen[str]:
                             text=True, env={**os.environ, "LOG_LEVEL": "info"})
 
 
+def signal_when(proc: subprocess.Popen[str], done: Callable[[str], bool], sig: int, stop: Callable[[], None],
+                timeout: float) -> tuple[list[str], str]:
+    """Send ``sig`` to the collector once a log line satisfies ``done``; the log lines up to it
+    and the rest of the log. The replay server ``stop``s either way, and a collector still
+    running after ``timeout`` seconds is killed."""
+    try:
+        lines = read_log_until(proc, done)
+        proc.send_signal(sig)
+        rest = proc.communicate(timeout=timeout)[1]
+    finally:
+        stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return lines, rest
+
+
 def read_log_until(proc: subprocess.Popen[str], done: Callable[[str], bool], seconds: float = 20) -> list[str]:
     """The collector's log lines up to the first for which ``done`` is true (or the deadline)."""
     assert proc.stderr is not None
@@ -135,14 +152,8 @@ def test_sigterm_flushes_everything_received(tmp_path: Path) -> None:
     url, stop = serve_in_thread(COINBASE_SESSION, hold=True)
     db = tmp_path / "sig.db"
     proc = start_collector("coinbase", "--url", url, "--db", f"sqlite:///{db}", "--progress-interval", "0.2")
-    try:
-        lines = read_log_until(proc, lambda line: "6 trades received" in line)
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=15)[1]
-    finally:
-        stop()  # type: ignore[operator]
-        if proc.poll() is None:
-            proc.kill()
+    lines, rest = signal_when(proc, lambda line: "6 trades received" in line, signal.SIGTERM, stop,  # type: ignore[arg-type]
+                              timeout=15)
     assert proc.returncode == 0, "".join(lines) + rest
     assert "received SIGTERM" in rest
     engine = sa.create_engine(f"sqlite:///{db}")

@@ -25,7 +25,7 @@ from bitty.trade import Trade
 from bitty.writer import Writer
 from tests.conftest import EXCHANGES
 from tests.reliability.proxy import Proxy
-from tests.test_collect import read_log_until, serve_in_thread, start_collector
+from tests.test_collect import serve_in_thread, signal_when, start_collector
 
 UTC = UTC
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -196,16 +196,7 @@ def test_sigkill_is_reported_by_the_next_run(tmp_path: Path) -> None:
     db = tmp_path / "kill.db"
     proc = start_collector("coinbase", "--url", url, "--db", f"sqlite:///{db}", "--progress-interval", "0.2",
                            "--spill-dir", str(tmp_path / "spill"))
-    try:
-        read_log_until(proc, lambda line: "6 stored" in line)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        stop()  # type: ignore[operator]
-        if proc.poll() is None:
-            proc.kill()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    signal_when(proc, lambda line: "6 stored" in line, signal.SIGKILL, stop, timeout=10)  # type: ignore[arg-type]
     store = Store(f"sqlite:///{db}")
     assert store.count() == 6  # what reached the database before the kill is there
     run_id, uncovered = runs.start(store, ["coinbase"])
@@ -231,14 +222,8 @@ def test_sigterm_under_load_flushes_everything_once(tmp_path: Path) -> None:
     db = tmp_path / "load.db"
     proc = start_collector("testex", "--exchanges-dir", str(specs), "--symbols", "BTC-USD", "--url", url,
                            "--db", f"sqlite:///{db}", "--progress-interval", "0.1", "--spill-dir", str(tmp_path / "spill"))
-    try:
-        read_log_until(proc, lambda line: "trades received" in line and " 0 trades received" not in line)
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=30)[1]
-    finally:
-        stop()  # type: ignore[operator]
-        if proc.poll() is None:
-            proc.kill()
+    _, rest = signal_when(proc, lambda line: "trades received" in line and " 0 trades received" not in line,
+                          signal.SIGTERM, stop, timeout=30)  # type: ignore[arg-type]
     assert proc.returncode == 0, rest
     summary = [line for line in rest.splitlines() if line.startswith("collected ")][-1]
     received = int(summary.split()[1])
