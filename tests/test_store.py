@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -22,19 +23,23 @@ def trade(n: int, price: str = "37021.47000001", size: str = "0.00000001", symbo
                  T0 + timedelta(microseconds=n), T0)
 
 
-def test_decimals_and_times_round_trip_exactly(db_url: str) -> None:
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """An open store on SQLite and on PostgreSQL, closed after the test."""
+    opened = Store(db_url)
+    opened.open()
+    yield opened
+    opened.close()
+
+
+def test_decimals_and_times_round_trip_exactly(store: Store) -> None:
     """Prices and sizes come back digit for digit; times come back as the same UTC instant."""
-    store = Store(db_url)
-    store.open()
-    try:
-        original = [trade(1, "123456789012345.123456789012345678", "0.000000000000000001"), trade(2, "0.1", "3")]
-        assert store.write(original) == original
-        back = store.read_trades()
-        assert [(t.price, t.size, t.time) for t in back] == [(t.price, t.size, t.time) for t in original]
-        assert str(back[0].price) == "123456789012345.123456789012345678"
-        assert back[0].time.tzinfo is not None and back[0].time.utcoffset() == timedelta(0)
-    finally:
-        store.close()
+    original = [trade(1, "123456789012345.123456789012345678", "0.000000000000000001"), trade(2, "0.1", "3")]
+    assert store.write(original) == original
+    back = store.read_trades()
+    assert [(t.price, t.size, t.time) for t in back] == [(t.price, t.size, t.time) for t in original]
+    assert str(back[0].price) == "123456789012345.123456789012345678"
+    assert back[0].time.tzinfo is not None and back[0].time.utcoffset() == timedelta(0)
 
 
 def test_sqlite_text_is_what_sqlalchemy_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -61,46 +66,31 @@ def test_sqlite_text_is_what_sqlalchemy_writes(tmp_path) -> None:  # type: ignor
         store.close()
 
 
-def test_duplicates_are_ignored_and_reported(db_url: str) -> None:
+def test_duplicates_are_ignored_and_reported(store: Store) -> None:
     """(exchange, symbol, trade_id) is unique: repeats, within and across batches, are skipped."""
-    store = Store(db_url)
-    store.open()
-    try:
-        assert len(store.write([trade(1), trade(2), trade(1)])) == 2
-        assert [t.trade_id for t in store.write([trade(2), trade(3)])] == ["3"]
-        assert len(store.write([trade(3, symbol="ETH-USD")])) == 1  # same id, other symbol: a new trade
-        assert store.count() == 4
-    finally:
-        store.close()
+    assert len(store.write([trade(1), trade(2), trade(1)])) == 2
+    assert [t.trade_id for t in store.write([trade(2), trade(3)])] == ["3"]
+    assert len(store.write([trade(3, symbol="ETH-USD")])) == 1  # same id, other symbol: a new trade
+    assert store.count() == 4
 
 
-def test_large_batches_report_exactly_the_new_trades(db_url: str) -> None:
+def test_large_batches_report_exactly_the_new_trades(store: Store) -> None:
     """Batches span several multi-row statements; duplicates inside a batch, across statements
     and against stored rows are skipped, and the new trades come back in order."""
-    store = Store(db_url)
-    store.open()
-    try:
-        assert len(store.write([trade(n) for n in range(0, 6000, 3)])) == 2000
-        batch = [trade(n) for n in range(5234)] + [trade(7), trade(3000)]
-        new = store.write(batch)
-        assert [t.trade_id for t in new] == [str(n) for n in range(5234) if n % 3]
-        assert store.count() == 2000 + len(new)
-        assert store.write([trade(n) for n in range(5234)]) == []
-    finally:
-        store.close()
+    assert len(store.write([trade(n) for n in range(0, 6000, 3)])) == 2000
+    batch = [trade(n) for n in range(5234)] + [trade(7), trade(3000)]
+    new = store.write(batch)
+    assert [t.trade_id for t in new] == [str(n) for n in range(5234) if n % 3]
+    assert store.count() == 2000 + len(new)
+    assert store.write([trade(n) for n in range(5234)]) == []
 
 
-def test_any_text_in_a_trade_id_is_stored_as_is(db_url: str) -> None:
+def test_any_text_in_a_trade_id_is_stored_as_is(store: Store) -> None:
     """Ids and symbols are exchange data: tabs, line breaks and backslashes survive the bulk paths."""
-    store = Store(db_url)
-    store.open()
-    try:
-        odd = ["a\tb", "c\nd", "e\\f", "g\rh", "\\N", "ü€𝄞", "plain"]
-        batch = [Trade("testex", "BTC\t-USD", tid, Decimal("1"), Decimal("2"), "buy", T0, T0) for tid in odd]
-        assert store.write(batch) == batch
-        assert [(t.symbol, t.trade_id) for t in store.read_trades()] == [("BTC\t-USD", tid) for tid in odd]
-    finally:
-        store.close()
+    odd = ["a\tb", "c\nd", "e\\f", "g\rh", "\\N", "ü€𝄞", "plain"]
+    batch = [Trade("testex", "BTC\t-USD", tid, Decimal("1"), Decimal("2"), "buy", T0, T0) for tid in odd]
+    assert store.write(batch) == batch
+    assert [(t.symbol, t.trade_id) for t in store.read_trades()] == [("BTC\t-USD", tid) for tid in odd]
 
 
 def test_sqlite_rows_go_many_per_statement(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -176,17 +166,12 @@ def test_a_driver_error_on_the_copy_path_is_a_database_error(pg_url: str) -> Non
         store.close()
 
 
-def test_quarantine_is_stored_with_the_trades(db_url: str) -> None:
+def test_quarantine_is_stored_with_the_trades(store: Store) -> None:
     """Quarantined frames are written in the same transaction as the batch."""
-    store = Store(db_url)
-    store.open()
-    try:
-        store.write([trade(1)], [Quarantined("testex", 3, "no message kind matches", '{"x":1}', T0)])
-        with store.engine.connect() as conn:
-            row = conn.execute(sa.select(quarantine)).one()
-        assert (row.exchange, row.spec_version, row.reason, row.frame) == ("testex", 3, "no message kind matches", '{"x":1}')
-    finally:
-        store.close()
+    store.write([trade(1)], [Quarantined("testex", 3, "no message kind matches", '{"x":1}', T0)])
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(quarantine)).one()
+    assert (row.exchange, row.spec_version, row.reason, row.frame) == ("testex", 3, "no message kind matches", '{"x":1}')
 
 
 def test_writer_batches_and_flushes_everything_on_close(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
