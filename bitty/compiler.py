@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from numbers import Number
 from typing import Any
@@ -114,7 +114,8 @@ class Codegen:
         }
         if inline:
             self.consts.update(_Decimal=Decimal, _int_str=str, _fromts=datetime.fromtimestamp, _UTC=UTC,
-                               _fromiso=datetime.fromisoformat, _Refused=Refused, **_EPOCH_TEXT)
+                               _fromiso=datetime.fromisoformat, _Refused=Refused, _second=_Seconds(),
+                               _MS=_MILLISECONDS, **_EPOCH_TEXT)
         self.functions: list[str] = []
         self.exprefs: list[str] = []
         self._ids = 0
@@ -464,9 +465,11 @@ class Body:
 # function itself). Each equals the function wherever it does not raise:
 # - Decimal() of text is what ``decimal`` computes, and its only other outcome, a NaN or an
 #   infinity, is refused (``decimal`` gives null for those).
-# - For whole non-negative epoch counts below 4e9 seconds, the float quotient is within a
-#   quarter microsecond of the exact instant, a whole microsecond, and fromtimestamp rounds to
-#   the nearest microsecond: the exact instant. ``tests/test_program.py`` checks the edges.
+# - Whole non-negative epoch seconds and milliseconds below 4e9 seconds are the instant of
+#   their whole second (``_second``, built once per second) plus the milliseconds: exact, in
+#   half the time of fromtimestamp. For whole microseconds the float quotient is within a
+#   quarter microsecond of the exact instant, and fromtimestamp rounds to the nearest
+#   microsecond: the exact instant. ``tests/test_program.py`` checks the edges.
 # - Epoch text of plain digits below 4e9 seconds (at most six fraction digits for seconds) is
 #   what ``from_epoch`` reads through a float, by the same float and fromtimestamp. The
 #   patterns admit only counts below 4e9 seconds: at most ten integer digits, the tenth 0-3.
@@ -476,9 +479,9 @@ _INLINE = {
     "decimal": "{out} = _Decimal({v}) if type({v}) is str else {exact}({v})\n"
                "if {out} is not None and not {out}.is_finite(): raise _Refused",
     "str": "{out} = {v} if type({v}) is str else _int_str({v}) if type({v}) is int else {exact}({v})",
-    "epoch_s": "{out} = _fromts({v}, _UTC) if type({v}) is int and 0 <= {v} < 4_000_000_000 "
+    "epoch_s": "{out} = _second[{v}] if type({v}) is int and 0 <= {v} < 4_000_000_000 "
                "else _fromts(float({v}), _UTC) if type({v}) is str and _text_s({v}) is not None else {exact}({v})",
-    "epoch_ms": "{out} = _fromts({v} / 1_000, _UTC) if type({v}) is int and 0 <= {v} < 4_000_000_000_000 "
+    "epoch_ms": "{out} = _second[{v} // 1_000] + _MS[{v} % 1_000] if type({v}) is int and 0 <= {v} < 4_000_000_000_000 "
                 "else _fromts(float({v}) / 1_000, _UTC) if type({v}) is str and _text_ms({v}) is not None "
                 "else {exact}({v})",
     "epoch_us": "{out} = _fromts({v} / 1_000_000, _UTC) if type({v}) is int and 0 <= {v} < 4_000_000_000_000_000 "
@@ -493,6 +496,20 @@ _INLINE = {
 _EPOCH_TEXT = {"_text_s": re.compile(r"[0-3]?[0-9]{1,9}(?:\.[0-9]{1,6})?").fullmatch,
                "_text_ms": re.compile(r"[0-3]?[0-9]{1,12}").fullmatch,
                "_text_us": re.compile(r"[0-3]?[0-9]{1,15}").fullmatch}
+
+
+class _Seconds(dict[int, datetime]):
+    """Whole epoch second -> its UTC datetime, built on first use; at most 100,000 are kept."""
+
+    def __missing__(self, second: int) -> datetime:
+        if len(self) >= 100_000:
+            self.clear()
+        moment = self[second] = _EPOCH + timedelta(seconds=second)
+        return moment
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECONDS = [timedelta(milliseconds=n) for n in range(1000)]
 
 
 class Refused(Exception):

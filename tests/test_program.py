@@ -244,3 +244,12 @@ def test_derived_ids_number_identical_trades_and_keep_their_format() -> None:
     base = "2024-05-01T12:00:00.123456+00:00|{}|0.45263244|buy|{}"
     assert [t.trade_id for t in exact.trades] == [derived(base.format("22675.06", 1)), derived(base.format("22675.06", 2)),
                                                   derived(base.format("22675.06", 3)), derived(base.format("22675.07", 1))]
+
+
+def test_epoch_second_cache_stays_bounded_and_exact() -> None:
+    from bitty.compiler import _Seconds
+
+    seconds = _Seconds()
+    for second in range(0, 4_000_000_000, 39_999):  # 100,001 distinct seconds
+        assert seconds[second] == from_epoch(second, 1)
+    assert 0 < len(seconds) <= 100_000
