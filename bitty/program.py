@@ -106,8 +106,7 @@ def _trade_code(gen: Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[s
     done = f"return ({gen.const(kind.name)}, {{}})"
     if kind.records is None:  # the frame is the record
         line("record = frame")
-        line("seen = {}")
-        lines.extend(_record_code(gen, kind, 3, done.format("[{}]")))
+        lines.extend(_record_code(gen, kind, 3, done.format("[{}]"), single=True))
         return lines
     body = Body(gen, None, memo, 3)
     value = body.emit(kind.records.ast, "frame", 3)
@@ -115,8 +114,7 @@ def _trade_code(gen: Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[s
     line(f"records = {value}")
     line("if type(records) is dict:")  # one record: no list and no loop
     line("record = records", 4)
-    line("seen = {}", 4)
-    lines.extend(_record_code(gen, kind, 4, done.format("[{}]")))
+    lines.extend(_record_code(gen, kind, 4, done.format("[{}]"), single=True))
     line("if type(records) is not list:")
     line("if records is None:", 4)
     line("return None", 5)
@@ -132,11 +130,12 @@ def _trade_code(gen: Codegen, kind: MessageKind, memo: dict[Any, str]) -> list[s
     return lines
 
 
-def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str, per_frame: list[str] | None = None
-                 ) -> list[str]:
+def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str, per_frame: list[str] | None = None,
+                 single: bool = False) -> list[str]:
     """Statements at ``depth`` mapping ``record`` to a Trade, then ``finish`` formatted with it;
     any check that fails returns None. Fields that do not read the record go to ``per_frame``
-    (one level up) when it is given."""
+    (one level up) when it is given. The only record of its frame (``single``) is the first of
+    its kind there, and needs no count of the trades seen before it."""
     lines: list[str] = []
 
     def line(text: str, extra: int = 0) -> None:
@@ -185,9 +184,11 @@ def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str, per_f
     else:
         line(f"if not isinstance({at['time']}, _datetime):")
     line("return None", 1)
-    derive = (f"text = _trade_text({at['time']}, {at['price']}, {at['size']}, side)",
-              "seen[symbol, text] = n = seen.get((symbol, text), 0) + 1",
-              "trade_id = _derived_id(text, n)")
+    derive: tuple[str, ...] = (f"text = _trade_text({at['time']}, {at['price']}, {at['size']}, side)",
+                               "seen[symbol, text] = n = seen.get((symbol, text), 0) + 1",
+                               "trade_id = _derived_id(text, n)")
+    if single:
+        derive = (derive[0], "trade_id = _derived_id(text, 1)")
     if "trade_id" not in at:
         for text in derive:
             line(text)
