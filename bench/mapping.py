@@ -93,10 +93,14 @@ def plain_jmespath(spec: Spec, exchange: str) -> Callable[[str, datetime], int]:
 def reader(mapper: Mapper) -> Callable[[str, datetime], list[Trade]]:
     """A frame's trades as ``BaseConsumer`` maps them: decode, the generated program, and the
     mapper's exact path for any frame the program leaves to it."""
-    program, decode, exactly = mapper.program, mapper.decode, mapper.handle_exactly
+    program, exactly = mapper.program, mapper.handle_exactly
+    loads, not_json = orjson.loads, orjson.JSONDecodeError
 
     def read(text: str, received: datetime) -> list[Trade]:
-        frame = decode(text)
+        try:  # as BaseConsumer decodes a text frame (Mapper.decode, inline)
+            frame = loads(text)
+        except not_json:
+            frame = text
         found = program(frame, received, None) if program is not None else None
         return found[1] if found is not None else exactly(frame, received).trades
 
