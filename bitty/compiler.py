@@ -19,7 +19,6 @@ is the interpreter's own).
 from __future__ import annotations
 
 import collections
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,7 +27,7 @@ from typing import Any
 
 from jmespath.visitor import TreeInterpreter, _equals
 
-from bitty.functions import OPTIONS, REGISTRY
+from bitty.functions import EPOCH, OPTIONS, PLAIN_EPOCH, REGISTRY
 
 _FUNCTIONS = OPTIONS.custom_functions
 _TABLE: dict[str, dict[str, Any]] = _FUNCTIONS.FUNCTION_TABLE
@@ -470,9 +469,8 @@ class Body:
 #   half the time of fromtimestamp. For whole microseconds the float quotient is within a
 #   quarter microsecond of the exact instant, and fromtimestamp rounds to the nearest
 #   microsecond: the exact instant. ``tests/test_program.py`` checks the edges.
-# - Epoch text of plain digits below 4e9 seconds (at most six fraction digits for seconds) is
-#   what ``from_epoch`` reads through a float, by the same float and fromtimestamp. The
-#   patterns admit only counts below 4e9 seconds: at most ten integer digits, the tenth 0-3.
+# - Epoch text of plain digits below 4e9 seconds (``functions.PLAIN_EPOCH``) is what
+#   ``from_epoch`` reads through a float, by the same patterns, float and fromtimestamp.
 # - fromisoformat() of a text ending in Z parses what ``iso_time`` parses after its own clean-up
 #   (which only matters for text fromisoformat refuses); a result not in UTC is refused.
 _INLINE = {
@@ -493,9 +491,8 @@ _INLINE = {
 }
 
 
-_EPOCH_TEXT = {"_text_s": re.compile(r"[0-3]?[0-9]{1,9}(?:\.[0-9]{1,6})?").fullmatch,
-               "_text_ms": re.compile(r"[0-3]?[0-9]{1,12}").fullmatch,
-               "_text_us": re.compile(r"[0-3]?[0-9]{1,15}").fullmatch}
+_EPOCH_TEXT = {"_text_s": PLAIN_EPOCH[1].fullmatch, "_text_ms": PLAIN_EPOCH[1_000].fullmatch,
+               "_text_us": PLAIN_EPOCH[1_000_000].fullmatch}
 
 
 class _Seconds(dict[int, datetime]):
@@ -504,11 +501,10 @@ class _Seconds(dict[int, datetime]):
     def __missing__(self, second: int) -> datetime:
         if len(self) >= 100_000:
             self.clear()
-        moment = self[second] = _EPOCH + timedelta(seconds=second)
+        moment = self[second] = EPOCH + timedelta(seconds=second)
         return moment
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECONDS = [timedelta(milliseconds=n) for n in range(1000)]
 
 

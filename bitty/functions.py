@@ -62,11 +62,13 @@ def to_text(value: Any) -> str | None:
     return None
 
 
-# Plain digit text whose float, divided by the unit, lies within a quarter microsecond of the
-# instant it names, a whole microsecond before 4e9 s: fromtimestamp, rounding to the nearest
-# microsecond, gives exactly that instant (tests/test_functions.py holds it to the Decimal way).
-_PLAIN_EPOCH = {1: re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,6})?"), 1_000: re.compile(r"[0-9]{1,13}"),
-                1_000_000: re.compile(r"[0-9]{1,16}")}
+# Plain digit text below 4e9 seconds (at most ten integer digits, the tenth 0-3; at most six
+# fraction digits for seconds), whose float, divided by the unit, lies within a quarter
+# microsecond of the instant it names, a whole microsecond: fromtimestamp, rounding to the
+# nearest microsecond, gives exactly that instant (tests/test_functions.py holds it to the
+# Decimal way). The generated fast path (bitty.compiler) reads epoch text by these same patterns.
+PLAIN_EPOCH = {1: re.compile(r"[0-3]?[0-9]{1,9}(?:\.[0-9]{1,6})?"), 1_000: re.compile(r"[0-3]?[0-9]{1,12}"),
+               1_000_000: re.compile(r"[0-3]?[0-9]{1,15}")}
 
 
 def from_epoch(value: Any, per_second: int) -> datetime | None:
@@ -76,10 +78,8 @@ def from_epoch(value: Any, per_second: int) -> datetime | None:
             return EPOCH + timedelta(microseconds=value * (1_000_000 // per_second))
         except OverflowError:
             return None
-    if type(value) is str and per_second in _PLAIN_EPOCH and _PLAIN_EPOCH[per_second].fullmatch(value):
-        seconds = float(value) / per_second
-        if seconds < 4e9:
-            return datetime.fromtimestamp(seconds, UTC)
+    if type(value) is str and per_second in PLAIN_EPOCH and PLAIN_EPOCH[per_second].fullmatch(value):
+        return datetime.fromtimestamp(float(value) / per_second, UTC)
     number = to_decimal(value)
     if number is None:
         return None

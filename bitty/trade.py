@@ -9,10 +9,9 @@ from typing import Any
 
 import msgspec
 
+from bitty.functions import EPOCH
+
 COLUMNS = ("exchange", "symbol", "trade_id", "price", "size", "side", "time", "received_at")
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class SecondText:
@@ -25,7 +24,7 @@ class SecondText:
 
     def __call__(self, moment: datetime) -> str:
         """The text of ``moment``'s whole second; ``moment`` is in UTC."""
-        delta = moment - _EPOCH
+        delta = moment - EPOCH
         second = delta.days * 86_400 + delta.seconds
         text = self._seen.get(second)
         if text is None:
