@@ -18,10 +18,10 @@ import aiohttp
 import orjson
 
 from bench.frames import load, native, symbols, trades_in
-from bitty.collect import plan
-from bitty.consumer import BaseConsumer
-from bitty.store import Store
-from bitty.writer import Writer
+from bitty.engine.consumer import BaseConsumer
+from bitty.pipeline import plan
+from bitty.storage.store import Store
+from bitty.storage.writer import Writer
 
 
 def _usage() -> tuple[float, float]:

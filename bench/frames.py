@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from bitty import paths
-from bitty.spec import Spec, find_spec, load_spec
+from bitty.spec import files as paths
+from bitty.spec.load import Spec, find_spec, load_spec
 
 EXCHANGES = ("binance", "coinbase", "kraken")  # mapping and end-to-end runs
 # The scale run: those three and seven more whose specs need no REST bootstrap (kucoin), no

@@ -15,9 +15,9 @@ import orjson
 
 from bench import reference
 from bench.frames import generate, load, native, symbols
-from bitty.functions import OPTIONS, iso_time
-from bitty.mapper import Mapper, derive_trade_id
-from bitty.spec import Spec
+from bitty.lang.functions import OPTIONS, iso_time
+from bitty.mapping.mapper import Mapper, derive_trade_id
+from bitty.spec.load import Spec
 from bitty.trade import Trade
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -132,7 +132,7 @@ def _row(exchange: str, frames: list[str], seconds: float, cryptofeed: float | N
     return {
         "exchange": exchange,
         "spec mapper": _rate(read, frames, seconds),
-        # the mapper without its generated fast path (bitty.program): the step it saves
+        # the mapper without its generated fast path (bitty.mapping.program): the step it saves
         "exact path": _rate(lambda f, r, m=mapper: m.handle_exactly(m.decode(f), r), frames, seconds),
         "hand-written": _rate(parse, frames, seconds),
         "jmespath.search": _rate(plain_jmespath(spec, exchange), frames, seconds),

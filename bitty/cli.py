@@ -13,8 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from bitty import paths
 from bitty.errors import BittyError, Problem, SpecError
+from bitty.spec import files as paths
 
 
 def _setup_logging() -> None:
@@ -27,7 +27,7 @@ def _setup_logging() -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bitty.spec import load_spec, spec_paths
+    from bitty.spec.load import load_spec, spec_paths
 
     problems: list[Problem] = []
     files = spec_paths(args.paths, paths.spec_dirs(args.exchanges_dir))
@@ -48,7 +48,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from bitty.collect import CollectOptions, run
+    from bitty.commands.collect import run
+    from bitty.pipeline import CollectOptions
 
     symbols = [s for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     options = CollectOptions(
@@ -71,8 +72,8 @@ def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from bitty.conformance import check
-    from bitty.spec import load_spec, spec_paths
+    from bitty.commands.test import check
+    from bitty.spec.load import load_spec, spec_paths
 
     failed = 0
     files = spec_paths(args.targets, paths.spec_dirs(args.exchanges_dir))
@@ -95,8 +96,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_symbols(args: argparse.Namespace) -> int:
-    from bitty.instruments import fetch_listing
-    from bitty.spec import find_spec, load_spec
+    from bitty.markets.instruments import fetch_listing
+    from bitty.spec.load import find_spec, load_spec
 
     spec = load_spec(find_spec(args.exchange, paths.spec_dirs(args.exchanges_dir)))
     instruments = asyncio.run(fetch_listing(spec, args.url))
@@ -113,13 +114,13 @@ def cmd_symbols(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bitty.demo import demo
+    from bitty.commands.demo import demo
 
     return asyncio.run(demo(args.db, args.exchanges or None))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from bitty.replay import ReplayServer, load_session
+    from bitty.commands.replay import ReplayServer, load_session
 
     async def serve() -> None:
         server = ReplayServer(load_session(Path(args.file)), speed=args.speed, hold=True)
@@ -140,9 +141,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from bitty.audit import audit, page, png, table
-    from bitty.functions import iso_time
-    from bitty.store import Store
+    from bitty.continuity.audit import audit, page, png, table
+    from bitty.lang.functions import iso_time
+    from bitty.storage.store import Store
 
     def moment(text: str | None, default: datetime) -> datetime:
         if text is None:
@@ -170,7 +171,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from bitty.record import record
+    from bitty.commands.record import record
 
     return asyncio.run(record(args.exchange, Path(args.out), args.symbols, args.url, args.duration,
                               args.exchanges_dir))

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from bitty.functions import EPOCH
+from bitty.lang.functions import EPOCH
 
 COLUMNS = ("exchange", "symbol", "trade_id", "price", "size", "side", "time", "received_at")
 

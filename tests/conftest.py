@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+SPECS = TESTS / "specs"
 EXCHANGES = ROOT / "exchanges.d"
 PG_URL = os.environ.get("BITTY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -18,7 +18,7 @@ import pytest
 from bench import server, wire
 from bench.endtoend import bitty_run
 from bench.frames import SCALE_EXCHANGES, generate, heartbeats, load, native, symbols, trades_in
-from bitty.mapper import Mapper
+from bitty.mapping.mapper import Mapper
 
 COUNT = 1_234  # two whole chunks and a partial one
 

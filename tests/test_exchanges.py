@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from bitty.conformance import check
-from bitty.spec import load_spec
+from bitty.commands.test import check
+from bitty.spec.load import load_spec
 from tests.conftest import EXCHANGES
 
 SPECS = sorted(EXCHANGES.glob("*.yaml"))
@@ -44,8 +44,8 @@ def test_golden_rows_cover_both_sides() -> None:
 def test_batched_subscriptions_stay_within_the_exchange_limit(name: str) -> None:
     """45 symbols on one connection go out as subscribe messages of at most batch_size topics
     (BitMEX refuses more than 20 args, Bybit spot more than 10), every symbol once."""
-    from bitty.collect import plan
-    from bitty.consumer import BaseConsumer
+    from bitty.engine.consumer import BaseConsumer
+    from bitty.pipeline import plan
 
     spec = load_spec(EXCHANGES / f"{name}.yaml")
     symbols = [f"C{n:02d}X-USDT" for n in range(45)]

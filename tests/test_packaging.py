@@ -31,7 +31,7 @@ def test_wheel_ships_specs_and_finds_them(tmp_path: Path) -> None:
     assert {f"bitty/_data/exchanges.d/{name}" for name in specs} <= names
     assert "bitty/_data/schemas/exchange.schema.json" in names
     run = subprocess.run(
-        [sys.executable, "-c", "import sys; from bitty import paths; from bitty.cli import main; "
+        [sys.executable, "-c", "import sys; from bitty.spec import files as paths; from bitty.cli import main; "
                                "print(paths.bundled_specs_dir()); sys.exit(main(['validate']))"],
         cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
         timeout=60,

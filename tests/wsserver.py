@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bitty.consumer import BaseConsumer
-from bitty.spec import Spec
+from bitty.engine.consumer import BaseConsumer
+from bitty.spec.load import Spec
 from bitty.trade import Quarantined, Trade
 
 Handler = Callable[[web.Request, int], Awaitable[web.StreamResponse]]

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bitty.errors import SpecError
-from bitty.mapper import Mapper
-from bitty.spec import Spec, load_spec, parse_spec
+from bitty.mapping.mapper import Mapper
+from bitty.spec.load import Spec, load_spec, parse_spec
 from tests.conftest import EXCHANGES, replace_at, value_paths
 
 SPECS: list[Spec] = [load_spec(p) for p in sorted(EXCHANGES.glob("*.yaml"))]

@@ -10,12 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
-from bitty.consumer import BaseConsumer
-from bitty.spec import load_spec, parse_spec
-from tests.test_engine import SPEC, heartbeat, match
+from bitty.engine.consumer import BaseConsumer
+from bitty.spec.load import load_spec, parse_spec
+from tests.conftest import SPECS
+from tests.engine.test_consumer import SPEC, heartbeat, match
 from tests.wsserver import Run, accept, drain, drive, feed_while_draining, read_json, run_for, serve
 
-SPEC_TEXT = (Path(__file__).parent.parent / "specs" / "positive" / "testex.yaml").read_text()
+SPEC_TEXT = (SPECS / "positive" / "testex.yaml").read_text()
 
 
 def spec_with(**replacements: str) -> Any:
@@ -173,7 +174,7 @@ def test_exchange_error_that_is_not_fatal_keeps_the_stream() -> None:
 
 def test_bundled_spec_loads() -> None:
     """Sanity: the test exchange spec is valid as written."""
-    assert load_spec(Path(__file__).parent.parent / "specs" / "positive" / "testex.yaml").name == "testex"
+    assert load_spec(SPECS / "positive" / "testex.yaml").name == "testex"
 
 
 def test_handshake_that_never_answers_times_out_and_retries() -> None:
@@ -204,7 +205,7 @@ def test_forced_disconnect_is_handed_over_without_loss_or_duplicates(tmp_path: P
     one delivers. The stored trades are exactly the exchange's, with no hole and no repeat."""
     import sqlalchemy as sa
 
-    from bitty.collect import CollectOptions, collect
+    from bitty.pipeline import CollectOptions, collect
 
     spec_file = tmp_path / "testex.yaml"
     spec_file.write_text(SPEC_TEXT.replace("idle_timeout: 5", "idle_timeout: 5\nconnection:\n  max_age: 1.0")

@@ -19,13 +19,13 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from bitty import runs, spill
-from bitty.store import Store
+from bitty.storage import runs, spill, tables
+from bitty.storage.store import Store
+from bitty.storage.writer import Writer
 from bitty.trade import Trade
-from bitty.writer import Writer
-from tests.conftest import EXCHANGES
+from tests.commands.test_collect import serve_in_thread, signal_when, start_collector
+from tests.conftest import EXCHANGES, SPECS
 from tests.reliability.proxy import Proxy
-from tests.test_collect import serve_in_thread, signal_when, start_collector
 
 UTC = UTC
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -201,7 +201,7 @@ def test_sigkill_is_reported_by_the_next_run(tmp_path: Path) -> None:
     assert store.count() == 6  # what reached the database before the kill is there
     run_id, uncovered = runs.start(store, ["coinbase"])
     with store.engine.connect() as conn:
-        statuses = dict(conn.execute(sa.select(runs.runs.c.id, runs.runs.c.status)).all())
+        statuses = dict(conn.execute(sa.select(tables.runs.c.id, tables.runs.c.status)).all())
     store.close()
     assert len(uncovered) == 1 and "stopped without a clean shutdown" in str(uncovered[0])
     assert statuses[uncovered[0].run_id] == "crashed" and statuses[run_id] == "running"
@@ -217,7 +217,7 @@ def test_sigterm_under_load_flushes_everything_once(tmp_path: Path) -> None:
                                    "size": "0.25", "side": "buy", "time": "2024-01-02T03:04:05.123456Z"}})
               for n in range(60_000)]
     session.write_text("\n".join(lines) + "\n")
-    specs = Path(__file__).parent.parent / "specs" / "positive"
+    specs = SPECS / "positive"
     url, stop = serve_in_thread(session, hold=True)
     db = tmp_path / "load.db"
     proc = start_collector("testex", "--exchanges-dir", str(specs), "--symbols", "BTC-USD", "--url", url,

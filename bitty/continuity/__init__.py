@@ -1,0 +1,1 @@
+"""Continuity: sequences, gaps, REST backfill and the audit."""

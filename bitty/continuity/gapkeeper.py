@@ -1,0 +1,258 @@
+"""Watching the streams for gaps, writing them to the ledger and having them backfilled.
+
+``GapKeeper`` listens to each consumer's events and trades. A disconnect (or a watchdog
+restart) opens a gap from the last trade held; the first newer trade after the stream is back
+bounds it, and backfill runs. Where the spec promises sequential trade ids, a skipped id opens
+a gap at once. A collect run that starts where an earlier one left off opens a ``restart`` gap.
+
+Ledger writes and backfilled inserts go through one worker thread, in the order they were
+asked for, so the websocket callbacks stay synchronous and never wait on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import aiohttp
+
+from bitty.continuity.backfill import Backfiller, Result, Sleep, Window
+from bitty.continuity.sequence import Continuity, as_int
+from bitty.engine.consumer import BaseConsumer, StreamEvent
+from bitty.spec.load import Spec
+from bitty.storage.ledger import Ledger
+from bitty.storage.store import Store
+from bitty.trade import Trade
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class _Gap:
+    """A gap waiting for the first trade after it (its ledger id is set by the worker)."""
+
+    from_time: datetime
+    from_id: str | None
+    cause: str
+    id: int | None = None
+
+
+@dataclass
+class _Stream:
+    last: tuple[str, datetime] | None = None  # last trade seen: (id, time)
+    pending: _Gap | None = None
+    connected_at: datetime | None = None
+
+
+@dataclass
+class KeeperStats:
+    gaps: int = 0
+    backfilled: int = 0
+    closed: int = 0
+    unrecoverable: int = 0
+    results: list[Result] = field(default_factory=list)
+
+
+class GapKeeper:
+    def __init__(self, store: Store, specs: list[Spec], rest_urls: dict[str, str] | None = None,
+                 backfill: bool = True, sleep: Sleep = asyncio.sleep, no_backfill: set[str] | None = None) -> None:
+        self.store = store
+        self.ledger = Ledger(store.engine)
+        self.specs = {s.name: s for s in specs}
+        self.rest_urls = rest_urls or {}
+        self.backfill_enabled = backfill
+        self.no_backfill = no_backfill or set()
+        self.sleep = sleep
+        self.stats = KeeperStats()
+        self.started_at = _now()
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._continuity: dict[str, Continuity] = {s.name: Continuity() for s in specs if s.trade_ids == "sequential"}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bitty-ledger")
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._backfillers: dict[str, Backfiller] = {}
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, connections: list[tuple[Spec, list[str]]]) -> None:
+        """Create the ledger tables, and open ``restart`` gaps where an earlier run left off."""
+        await self._run(self.ledger.open)
+        self._session = aiohttp.ClientSession()
+        for spec in self.specs.values():
+            if spec.rest_trades is not None and self.backfill_enabled and spec.name not in self.no_backfill:
+                self._backfillers[spec.name] = Backfiller(spec, self._session, self.rest_urls.get(spec.name),
+                                                          sleep=self.sleep)
+        for spec, symbols in connections:
+            for symbol in symbols:
+                await self._resume(spec, symbol)
+
+    async def _resume(self, spec: Spec, symbol: str) -> None:
+        ledger = self.ledger
+        stream = self._stream(spec.name, symbol)
+        last = await self._run(ledger.last_trade, spec.name, symbol)
+        if last is not None:
+            stream.last = last
+            if spec.name in self._continuity:
+                self._continuity[spec.name].seed(symbol, last[0], last[1])
+        earlier = await self._run(ledger.gaps, spec.name, symbol, "open")
+        for gap in earlier:
+            if gap.to_time is None and stream.pending is None:
+                stream.pending = _Gap(gap.from_time, gap.from_id, gap.cause, gap.id)
+            elif gap.to_time is not None:
+                window = Window(symbol, gap.from_time, gap.to_time, gap.from_id, gap.to_id)
+                self._spawn(self._backfill(spec.name, _Gap(gap.from_time, gap.from_id, gap.cause, gap.id), window))
+        if stream.pending is None:
+            ended = await self._run(ledger.last_coverage_end, spec.name, symbol)
+            if ended is not None:
+                restart = _Gap(last[1] if last else ended, last[0] if last else None, "restart")
+                self._open(spec.name, symbol, restart)
+                stream.pending = restart
+
+    async def close(self, counts: dict[str, dict[str, int]] | None = None) -> None:
+        """Wait for running backfills, record the run's counts per exchange, and stop."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        ended = _now()
+        for name in self.specs:
+            await self._run(self.ledger.record_run, name, self.started_at, ended, (counts or {}).get(name, {}))
+        self._executor.shutdown(wait=True)
+
+    def attach(self, consumer: BaseConsumer) -> None:
+        consumer.on_event(self.on_event)
+        consumer.on_trade(self.on_trade)
+
+    # --- events ----------------------------------------------------------------------------
+
+    def on_event(self, event: StreamEvent) -> None:
+        symbols = list(event.symbols)
+        if event.kind == "connected":
+            for symbol in symbols:
+                self._stream(event.exchange, symbol).connected_at = event.at
+            self._submit(self.ledger.connected, event.exchange, symbols, event.at)
+            return
+        self._submit(self.ledger.disconnected, event.exchange, symbols, event.at, event.reason, event.since)
+        if event.cause == "stop":
+            return
+        for symbol in symbols:
+            stream = self._stream(event.exchange, symbol)
+            if stream.pending is not None:
+                continue  # still blind since an earlier disconnect
+            start = stream.last[1] if stream.last else stream.connected_at or event.at
+            gap = _Gap(start, stream.last[0] if stream.last else None, event.cause or "disconnect")
+            self._open(event.exchange, symbol, gap)
+            stream.pending = gap
+            logger.info("%s %s: gap opened (%s: %s)", event.exchange, symbol, gap.cause, event.reason)
+
+    def on_trade(self, trade: Trade) -> None:
+        stream = self._stream(trade.exchange, trade.symbol)
+        continuity = self._continuity.get(trade.exchange)
+        pending = stream.pending
+        previous = stream.last
+        hole = continuity.observe(trade.symbol, trade.trade_id, trade.time) if continuity else None
+        if pending is not None and not self._older(trade, pending):
+            stream.pending = None
+            self._submit(self._bound, pending, trade.time, trade.trade_id)
+            if continuity is not None and hole is None and _next_id(previous, trade.trade_id):
+                self._submit(self._settle, pending, "closed", "no trade missed: trade ids are contiguous", [])
+            else:
+                window = Window(trade.symbol, pending.from_time, trade.time, pending.from_id, trade.trade_id)
+                self._spawn(self._backfill(trade.exchange, pending, window))
+        elif hole is not None and pending is None:
+            gap = _Gap(hole.after_time or trade.time, str(hole.after_id), "sequence")
+            self._open(trade.exchange, trade.symbol, gap, trade.time, trade.trade_id)
+            logger.info("%s %s: %d trade ids skipped (%d..%d)", trade.exchange, trade.symbol, hole.missing,
+                        hole.after_id + 1, hole.before_id - 1)
+            window = Window(trade.symbol, gap.from_time, trade.time, gap.from_id, trade.trade_id)
+            self._spawn(self._backfill(trade.exchange, gap, window))
+        if previous is None or trade.time >= previous[1]:
+            stream.last = (trade.trade_id, trade.time)
+
+    @staticmethod
+    def _older(trade: Trade, gap: _Gap) -> bool:
+        """A trade from before the gap (an exchange replaying its last trade on subscribe)."""
+        value, start = as_int(trade.trade_id), as_int(gap.from_id)
+        if value is not None and start is not None:
+            return value <= start
+        return trade.time < gap.from_time or trade.trade_id == gap.from_id
+
+    # --- ledger and backfill ---------------------------------------------------------------
+
+    def _open(self, exchange: str, symbol: str, gap: _Gap, to_time: datetime | None = None,
+              to_id: str | None = None) -> None:
+        self.stats.gaps += 1
+
+        def job() -> None:
+            gap.id = self.ledger.open_gap(exchange, symbol, gap.from_time, gap.cause, gap.from_id, _now(),
+                                          to_time, to_id)
+
+        self._submit(job)
+
+    def _bound(self, gap: _Gap, to_time: datetime, to_id: str | None) -> None:
+        assert gap.id is not None
+        self.ledger.bound_gap(gap.id, to_time, to_id)
+
+    def _settle(self, gap: _Gap, status: str, reason: str, found: list[Trade]) -> None:
+        assert gap.id is not None
+        stored = self.store.write(found) if found else []
+        self.ledger.settle(gap.id, status, reason, _now(), len(stored), len(found) - len(stored))
+        self.stats.backfilled += len(stored)
+        if status == "closed":
+            self.stats.closed += 1
+        elif status == "unrecoverable":
+            self.stats.unrecoverable += 1
+
+    async def _backfill(self, exchange: str, gap: _Gap, window: Window) -> None:
+        backfiller = self._backfillers.get(exchange)
+        if backfiller is None:
+            why = ("the spec has no rest.trades" if self.specs[exchange].rest_trades is None else
+                   "backfill is off for this exchange (off, or its websocket URL is redirected without a REST URL)")
+            await self._run(self._settle, gap, "unrecoverable", why, [])
+            return
+        result = await backfiller.fill(window)
+        self.stats.results.append(result)
+        logger.info("%s %s: gap %s: %s", exchange, window.symbol, result.status, result.reason)
+        await self._run(self._settle, gap, result.status, result.reason, result.trades)
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _stream(self, exchange: str, symbol: str) -> _Stream:
+        key = (exchange, symbol)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = _Stream()
+        return stream
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future = self._executor.submit(fn, *args)
+        future.add_done_callback(_log_failure)
+        return future
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self._executor.submit(fn, *args))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _next_id(previous: tuple[str, datetime] | None, trade_id: str) -> bool:
+    before, now = as_int(previous[0]) if previous else None, as_int(trade_id)
+    return before is not None and now is not None and now == before + 1
+
+
+def _log_failure(future: Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("ledger write failed", exc_info=future.exception())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

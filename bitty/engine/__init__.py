@@ -1,0 +1,1 @@
+"""The websocket engine: connection loop, watchdog, handover."""

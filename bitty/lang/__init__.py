@@ -1,0 +1,1 @@
+"""The expression language: JMESPath with bitty's functions, compiled to Python."""

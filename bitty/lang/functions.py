@@ -1,0 +1,194 @@
+"""bitty's JMESPath functions: exact decimals, timestamps, lookups and text helpers.
+
+They are registered on every compiled expression. Each one is total: bad input gives ``None``
+(which the mapper reports as a missing field) rather than an exception, except where the input
+is so wrong that the expression itself is at fault.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+
+import jmespath.functions
+
+UTC = UTC
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ISO_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    """Exact decimal of a JSON string or number; floats go through their shortest repr."""
+    if type(value) is str:  # the common case first: exchanges send prices as text
+        try:
+            result = Decimal(value)
+        except (InvalidOperation, ValueError):
+            return None
+        return result if result.is_finite() else None
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, (int, str)):
+        text = value if isinstance(value, str) else str(value)
+    elif isinstance(value, float):
+        text = repr(value)
+    else:
+        return None
+    try:
+        result = Decimal(text)
+    except (InvalidOperation, ValueError):
+        return None
+    return result if result.is_finite() else None
+
+
+def to_text(value: Any) -> str | None:
+    """Text of a scalar: ints without a fraction, floats by repr, strings as they are."""
+    if type(value) is str:
+        return value
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    if isinstance(value, (int, float, Decimal)):
+        return str(value)
+    return None
+
+
+# Plain digit text below 4e9 seconds (at most ten integer digits, the tenth 0-3; at most six
+# fraction digits for seconds), whose float, divided by the unit, lies within a quarter
+# microsecond of the instant it names, a whole microsecond: fromtimestamp, rounding to the
+# nearest microsecond, gives exactly that instant (tests/test_functions.py holds it to the
+# Decimal way). The generated fast path (bitty.lang.compiler) reads epoch text by these same patterns.
+PLAIN_EPOCH = {1: re.compile(r"[0-3]?[0-9]{1,9}(?:\.[0-9]{1,6})?"), 1_000: re.compile(r"[0-3]?[0-9]{1,12}"),
+               1_000_000: re.compile(r"[0-3]?[0-9]{1,15}")}
+
+
+def from_epoch(value: Any, per_second: int) -> datetime | None:
+    """UTC datetime of an epoch count in units of 1/per_second seconds, exact to the microsecond."""
+    if type(value) is int and per_second <= 1_000_000:  # integer arithmetic is exact here
+        try:
+            return EPOCH + timedelta(microseconds=value * (1_000_000 // per_second))
+        except OverflowError:
+            return None
+    if type(value) is str and per_second in PLAIN_EPOCH and PLAIN_EPOCH[per_second].fullmatch(value):
+        return datetime.fromtimestamp(float(value) / per_second, UTC)
+    number = to_decimal(value)
+    if number is None:
+        return None
+    micros = int(number * 1_000_000 / per_second)
+    try:
+        return EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        return None
+
+
+def iso_time(value: Any) -> datetime | None:
+    """UTC datetime of an ISO-8601 text; more than six fraction digits are truncated."""
+    if not isinstance(value, str):
+        return None
+    text = _ISO_FRACTION.sub(r"\1", value.strip(), count=1)
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def lookup(value: Any, mapping: Any) -> Any:
+    if not isinstance(mapping, dict):
+        return None
+    key = to_text(value)
+    return None if key is None else mapping.get(key)
+
+
+def decimal_abs(value: Any) -> Decimal | None:
+    number = to_decimal(value)
+    return None if number is None else abs(number)
+
+
+@lru_cache(maxsize=256)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def regex(value: Any, pattern: str) -> str | None:
+    if not isinstance(value, str):
+        return None
+    found = _pattern(pattern).search(value)
+    if found is None:
+        return None
+    return found.group(1) if found.re.groups else found.group(0)
+
+
+def split(value: Any, sep: str) -> list[str] | None:
+    return value.split(sep) if isinstance(value, str) else None
+
+
+def replace(value: Any, old: str, new: str) -> str | None:
+    return value.replace(old, new) if isinstance(value, str) else None
+
+
+def lower(value: Any) -> str | None:
+    return value.lower() if isinstance(value, str) else None
+
+
+def upper(value: Any) -> str | None:
+    return value.upper() if isinstance(value, str) else None
+
+
+def concat(*values: Any) -> str | None:
+    parts = [to_text(v) for v in values]
+    if any(p is None for p in parts):
+        return None
+    return "".join(parts)  # type: ignore[arg-type]
+
+
+# name -> (python callable, JMESPath signature). The registry the JMESPath class and the
+# expression compiler are both built from.
+REGISTRY: dict[str, Any] = {
+    "decimal": (to_decimal, [{"types": []}]),
+    "abs": (decimal_abs, [{"types": []}]),
+    "iso_time": (iso_time, [{"types": []}]),
+    "epoch_s": (lambda v: from_epoch(v, 1), [{"types": []}]),
+    "epoch_ms": (lambda v: from_epoch(v, 1_000), [{"types": []}]),
+    "epoch_us": (lambda v: from_epoch(v, 1_000_000), [{"types": []}]),
+    "epoch_ns": (lambda v: from_epoch(v, 1_000_000_000), [{"types": []}]),
+    "lookup": (lookup, [{"types": []}, {"types": []}]),
+    "lower": (lower, [{"types": []}]),
+    "upper": (upper, [{"types": []}]),
+    "split": (split, [{"types": []}, {"types": ["string"]}]),
+    "replace": (replace, [{"types": []}, {"types": ["string"]}, {"types": ["string"]}]),
+    "regex": (regex, [{"types": []}, {"types": ["string"]}]),
+    "str": (to_text, [{"types": []}]),
+    "concat": (concat, [{"types": []}, {"types": [], "variadic": True}]),
+}
+
+
+def _make_method(name: str, func: Any, signature: list[dict[str, Any]]) -> Any:
+    def method(self: Any, *args: Any) -> Any:
+        return func(*args)
+
+    method.signature = signature  # type: ignore[attr-defined]
+    method.__name__ = f"_func_{name}"
+    return method
+
+
+BittyFunctions = type(
+    "BittyFunctions",
+    (jmespath.functions.Functions,),
+    {f"_func_{name}": _make_method(name, f, sig) for name, (f, sig) in REGISTRY.items()},
+)
+
+OPTIONS = jmespath.Options(custom_functions=BittyFunctions())

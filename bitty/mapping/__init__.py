@@ -1,0 +1,1 @@
+"""Mapping: decoded frames to trades, through a program generated from the spec."""

@@ -1,0 +1,1 @@
+"""Markets: instruments and exchange listings."""

@@ -1,0 +1,1 @@
+"""The spec language: loading, validating and compiling exchange specs."""

@@ -1,0 +1,1 @@
+"""Storage: tables, the store, the writer, spill files, the coverage ledger, runs."""

@@ -1,0 +1,134 @@
+"""Every table bitty keeps, on one ``MetaData``: trades, quarantine, runs, and the coverage ledger.
+
+Prices and sizes are exact: NUMERIC on PostgreSQL, decimal text on SQLite (whose NUMERIC is a
+float). Times are UTC on every database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+
+class ExactDecimal(sa.types.TypeDecorator[Decimal]):
+    """NUMERIC where the database has an exact one; decimal text on SQLite."""
+
+    impl = sa.Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String())
+        return dialect.type_descriptor(sa.Numeric(asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(str(value)) if not isinstance(value, Decimal) else value
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+trades = sa.Table(
+    "trades", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("exchange", sa.String(64), nullable=False),
+    sa.Column("symbol", sa.String(64), nullable=False),
+    sa.Column("trade_id", sa.String(128), nullable=False),
+    sa.Column("price", ExactDecimal(), nullable=False),
+    sa.Column("size", ExactDecimal(), nullable=False),
+    sa.Column("side", sa.String(4), nullable=False),
+    sa.Column("time", UTCDateTime(), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("exchange", "symbol", "trade_id", name="trades_exchange_symbol_trade_id"),
+    sa.Index("trades_exchange_symbol_time", "exchange", "symbol", "time"),
+)
+
+quarantine = sa.Table(
+    "quarantine", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("exchange", sa.String(64), nullable=False),
+    sa.Column("spec_version", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("frame", sa.Text, nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+)
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("exchanges", sa.Text, nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("alive_at", UTCDateTime(), nullable=False),
+    sa.Column("stopped_at", UTCDateTime(), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # running | stopped | crashed
+)
+
+coverage = sa.Table(
+    "coverage", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("exchange", sa.String(64), nullable=False),
+    sa.Column("symbol", sa.String(64), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),  # null while connected (or after a crash)
+    sa.Column("end_reason", sa.Text, nullable=True),
+    sa.Index("coverage_exchange_symbol_started", "exchange", "symbol", "started_at"),
+)
+
+gaps = sa.Table(
+    "gaps", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("exchange", sa.String(64), nullable=False),
+    sa.Column("symbol", sa.String(64), nullable=False),
+    sa.Column("from_time", UTCDateTime(), nullable=False),
+    sa.Column("to_time", UTCDateTime(), nullable=True),  # null until the stream is back
+    sa.Column("cause", sa.String(16), nullable=False),  # disconnect | watchdog | restart | sequence
+    sa.Column("from_id", sa.String(128), nullable=True),  # last trade held before the gap
+    sa.Column("to_id", sa.String(128), nullable=True),  # first trade after it
+    sa.Column("status", sa.String(16), nullable=False),  # open | closed | unrecoverable
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("backfilled", sa.Integer, nullable=False, default=0),  # new trades stored by backfill
+    sa.Column("duplicates", sa.Integer, nullable=False, default=0),  # fetched trades already held
+    sa.Column("opened_at", UTCDateTime(), nullable=False),
+    sa.Column("closed_at", UTCDateTime(), nullable=True),
+    sa.Index("gaps_exchange_symbol_from", "exchange", "symbol", "from_time"),
+)
+
+run_counts = sa.Table(
+    "run_counts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("exchange", sa.String(64), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=False),
+    sa.Column("received", sa.Integer, nullable=False),
+    sa.Column("stored", sa.Integer, nullable=False),
+    sa.Column("duplicates", sa.Integer, nullable=False),
+    sa.Column("quarantined", sa.Integer, nullable=False),
+)
