@@ -41,6 +41,36 @@ class Frames(Protocol):
     def reset(self) -> None: ...
 
 
+class Sends(Protocol):
+    """What a connection sends and how it connects: ``Subscription`` (a spec) or the original
+    API's ``bitty.engine.legacy.Plain``."""
+
+    keepalive_interval: float | None
+
+    @property
+    def max_frame_bytes(self) -> int: ...
+
+    @property
+    def headers(self) -> dict[str, str]: ...
+
+    @property
+    def pace(self) -> float: ...
+
+    def new_connection(self) -> None: ...
+
+    async def fetch_bootstrap(self, session: aiohttp.ClientSession) -> None: ...
+
+    def url(self) -> str: ...
+
+    def messages(self) -> list[Any]: ...
+
+    def heartbeat_messages(self) -> list[Any] | None: ...
+
+    def keepalive_message(self) -> Any: ...
+
+    def liveness(self) -> tuple[bool, bool, bool]: ...
+
+
 class Connection(Listeners):
     """One websocket connection carrying a list of symbols, kept alive until ``stop()``."""
 
@@ -81,52 +111,46 @@ class Connection(Listeners):
             self.trade_timeout = spec.trade_timeout
             self.idle_timeout = spec.idle_timeout
             self.hooks: Hooks = hooks_class(spec)(spec, self.product_ids)
-            self.subscription: Subscription | None = Subscription(spec, self.product_ids, self.hooks, url, bootstrap_url)
         else:
-            self.hooks = Hooks.__new__(Hooks)
-            self.subscription = None
-            if url is not None:
-                self.url = url
-            if self.url is None:
-                raise BittyError(f"need url for consumer {type(self).__name__}")
+            self.hooks = Hooks.__new__(Hooks)  # the original API: no hooks, their no-op defaults
+        self.subscription: Sends = self._subscription(url, bootstrap_url)
         self.frames: Frames = self._frames()
 
     # --- what a subclass may replace (bitty.engine.legacy) ---------------------------------
+
+    def _subscription(self, url: str | None, bootstrap_url: str | None) -> Sends:
+        if self.spec is None:
+            raise BittyError(f"{type(self).__name__} needs spec= (or the original API: bitty.BaseConsumer)")
+        return Subscription(self.spec, self.product_ids, self.hooks, url, bootstrap_url)
 
     def _frames(self) -> Frames:
         return self._new_dispatcher()
 
     def _new_dispatcher(self) -> Dispatcher:
-        assert self.spec is not None and self.subscription is not None
+        assert self.spec is not None and isinstance(self.subscription, Subscription)
         return Dispatcher(self.spec, self.exchange_name, self.product_ids, self.hooks,
                           self.subscription.variables, self.consumer_id)
 
     def _subscribe_messages(self) -> list[Any]:
-        assert self.subscription is not None
         return self.subscription.messages()
 
     def _messages_to_send(self) -> list[Any]:
         """What goes out once connected: the subscribe messages, then those turning heartbeats on."""
         messages = self._subscribe_messages()
-        if self.enable_heartbeat and self.subscription is not None:
+        if self.enable_heartbeat:
             messages += self.subscription.heartbeat_messages() or []
         return messages
 
     def _new_watchdog(self, now: float) -> Watchdog:
-        heartbeat = self.spec.heartbeat if self.spec is not None else None
-        has_trade_ids = bool(heartbeat and heartbeat.last_trade_id) or (self.spec is None and self.enable_heartbeat)
+        trade_ids, per_symbol, trades_count = self.subscription.liveness()
         return Watchdog(
             list(self.product_ids), now,
             heartbeat_timeout=self.heartbeat_timeout if self.enable_heartbeat else None,
-            trade_timeout=self.trade_timeout if has_trade_ids else None,
-            per_symbol_heartbeat=bool(heartbeat and (heartbeat.symbol or heartbeat.channel)),
-            trades_count=bool(heartbeat and heartbeat.trades_count),
+            trade_timeout=self.trade_timeout if trade_ids else None,
+            per_symbol_heartbeat=per_symbol, trades_count=trades_count,
             idle_timeout=self.idle_timeout, max_age=self.max_age)
 
     def render_url(self) -> str:
-        if self.subscription is None:
-            assert self.url is not None
-            return self.url
         return self.subscription.url()
 
     # --- running ---------------------------------------------------------------------------
@@ -184,16 +208,13 @@ class Connection(Listeners):
     async def _connect_once(self, session: aiohttp.ClientSession) -> None:
         self.frames.reset()
         sub = self.subscription
-        if sub is not None:
-            sub.new_connection()
-            await sub.fetch_bootstrap(session)
+        sub.new_connection()
+        await sub.fetch_bootstrap(session)
         url = self.render_url()
-        max_size = self.spec.max_frame_bytes if self.spec else 4 * 1024 * 1024
-        headers = dict(self.spec.headers) if self.spec else {}
         logger.info("%s : connecting to %s", self.consumer_id, url)
         try:
             ws = await asyncio.wait_for(session.ws_connect(
-                url, max_msg_size=max_size, headers=headers, autoping=False,
+                url, max_msg_size=sub.max_frame_bytes, headers=sub.headers, autoping=False,
                 timeout=aiohttp.ClientWSTimeout(ws_close=2)), timeout=self.connect_timeout)
         except TimeoutError:
             raise ConnectError(f"no websocket handshake within {self.connect_timeout:g}s") from None
@@ -232,7 +253,7 @@ class Connection(Listeners):
             self._emit_event("connected", url)
             helpers = [self._watch(ws)]
             sub = self.subscription
-            if sub is not None and sub.keepalive_interval:
+            if sub.keepalive_interval:
                 helpers.append(keepalive.send_every(sub.keepalive_interval, sub.keepalive_message,
                                                     lambda message: self._send(ws, message)))
             await asyncio.gather(*helpers)
@@ -247,7 +268,7 @@ class Connection(Listeners):
         await ws.send_str(text)
 
     async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        pace = 1.0 / self.spec.messages_per_second if self.spec and self.spec.messages_per_second else 0.0
+        pace = self.subscription.pace
         for i, message in enumerate(self._messages_to_send()):
             if i and pace:
                 await asyncio.sleep(pace)

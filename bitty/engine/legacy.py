@@ -13,8 +13,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from bitty.engine.connection import Connection, Frames
+import aiohttp
+
+from bitty.engine.connection import Connection, Frames, Sends
 from bitty.engine.dispatch import Actions, Dispatcher
+from bitty.errors import BittyError
 from bitty.lang.functions import iso_time, to_decimal, to_text
 from bitty.mapping.mapper import raw_text
 from bitty.trade import Quarantined, Trade
@@ -47,15 +50,24 @@ class BaseConsumer(Connection):
     def make_subscribe_payload(self) -> Any:
         """The subscribe message (a dict sent as JSON, or a str sent as text). The spec-driven
         default returns the list of all subscribe messages of this connection."""
-        if self.subscription is None:
+        if self.spec is None:
             raise NotImplementedError("must implement make_subscribe_payload or pass spec=")
         return self.subscription.messages()
 
     def make_heartbeat_payload(self) -> Any:
         """The message that turns heartbeats on, or None. Called only if enable_heartbeat."""
-        return self.subscription.heartbeat_messages() if self.subscription is not None else None
+        return self.subscription.heartbeat_messages()
 
     # --- the engine's extension points, from the original API -----------------------------
+
+    def _subscription(self, url: str | None, bootstrap_url: str | None) -> Sends:
+        if self.spec is not None:
+            return super()._subscription(url, bootstrap_url)
+        if url is not None:
+            self.url = url
+        if self.url is None:
+            raise BittyError(f"need url for consumer {type(self).__name__}")
+        return Plain(self)
 
     def _frames(self) -> Frames:
         if self.spec is not None:
@@ -78,6 +90,45 @@ class BaseConsumer(Connection):
             if extra is not None:
                 messages += extra if self.spec is not None else [extra]
         return messages
+
+
+class Plain:
+    """What a consumer without a spec sends on its own: nothing but its ``make_*_payload``
+    (see ``BaseConsumer._messages_to_send``), to its ``url``, with the engine's default limits."""
+
+    keepalive_interval: float | None = None
+    max_frame_bytes = 4 * 1024 * 1024
+    pace = 0.0
+
+    def __init__(self, consumer: BaseConsumer) -> None:
+        self.consumer = consumer
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def new_connection(self) -> None:
+        pass
+
+    async def fetch_bootstrap(self, session: aiohttp.ClientSession) -> None:
+        pass
+
+    def url(self) -> str:
+        assert self.consumer.url is not None
+        return self.consumer.url
+
+    def messages(self) -> list[Any]:
+        return []
+
+    def heartbeat_messages(self) -> list[Any] | None:
+        return None
+
+    def keepalive_message(self) -> Any:
+        return None
+
+    def liveness(self) -> tuple[bool, bool, bool]:
+        # process_message's heartbeats carry the last trade id, connection-wide
+        return self.consumer.enable_heartbeat, False, False
 
 
 class LegacyFrames:

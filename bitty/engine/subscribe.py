@@ -34,6 +34,28 @@ class Subscription:
         self.request_id = 0
         self.keepalive_interval: float | None = spec.keepalive.interval if spec.keepalive else None
 
+    # --- the connection's limits, from the spec ---
+    @property
+    def max_frame_bytes(self) -> int:
+        return self.spec.max_frame_bytes
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.spec.headers)
+
+    @property
+    def pace(self) -> float:
+        """Seconds between two messages sent while subscribing."""
+        return 1.0 / self.spec.messages_per_second if self.spec.messages_per_second else 0.0
+
+    def liveness(self) -> tuple[bool, bool, bool]:
+        """What the heartbeats tell: (carry a last trade id, per symbol, trades count as heartbeats)."""
+        heartbeat = self.spec.heartbeat
+        if heartbeat is None:
+            return False, False, False
+        return (heartbeat.last_trade_id is not None, heartbeat.symbol is not None or heartbeat.channel is not None,
+                heartbeat.trades_count)
+
     def new_connection(self) -> None:
         self.connect_id = uuid.uuid4().hex
         self.request_id = 0

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bitty.engine.dispatch import NOTHING, Actions, Dispatcher
+from bitty.engine.dispatch import NOTHING, Actions, Dispatcher, decode_text
 from bitty.spec.load import parse_spec
 from tests.conftest import SPECS
 from tests.engine.test_consumer import SPEC, heartbeat, match
@@ -89,3 +89,14 @@ def test_non_json_text_is_the_text_itself() -> None:
     """A text frame that is not JSON is matched as its string (and quarantined when nothing matches)."""
     actions = handle("{not json")
     assert [q.frame for q in actions.quarantined] == ["{not json"]
+
+
+def test_the_inline_text_decode_is_the_mappers() -> None:
+    """The hot path's inline decode of text frames gives what Mapper.decode gives (numbers
+    included), so a change to how frames are decoded cannot bypass the engine."""
+    d = dispatcher()
+    frames = [json.dumps({**match(1), "price": 100.5, "size": 1e-8}), '{"n": 12345678901234567890}', "not json"]
+    for text in frames:
+        assert decode_text(text) == d.decode(text) == d.mapper.decode(text)
+    trade_frame = json.dumps({**match(2), "price": "37021.47"})
+    assert d.handle(trade_frame, AT) == d.mapper.handle(d.decode(trade_frame), AT).trades
