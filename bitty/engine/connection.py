@@ -319,9 +319,19 @@ class Connection(Listeners):
         if not trades:
             return
         on_trade = self.watchdog.on_trade  # type: ignore[union-attr]
-        for trade in trades:
-            on_trade(trade.symbol, trade.trade_id, now)
-        self._emit_trades(trades)
+        # One sync callback (the collector's writer) is called here, in the same loop (the hot path).
+        only, callbacks = self._sync_callback, self.on_trade_callbacks
+        if only is not None and len(callbacks) == 1 and callbacks[0] is only:
+            for trade in trades:
+                on_trade(trade.symbol, trade.trade_id, now)
+                try:
+                    only(trade)
+                except Exception:  # a failing callback must not stop the stream
+                    self._callback_failed(only)
+        else:
+            for trade in trades:
+                on_trade(trade.symbol, trade.trade_id, now)
+            self._emit_trades(trades)
         self.stats.trades += len(trades)
         # the original status view: once per frame, its last trade
         self.last_heartbeat["trade"] = now

@@ -106,19 +106,11 @@ class Listeners:
             callback(event, data)
 
     def _emit_trades(self, trades: list[Trade]) -> None:
+        """Every trade to every callback (the connection calls a lone sync callback itself)."""
         callbacks = self.on_trade_callbacks
-        # One sync callback (the collector's writer) is called here, without _call per trade.
-        only = self._sync_callback
-        if only is None or len(callbacks) != 1 or callbacks[0] is not only:
-            for trade in trades:
-                for callback in callbacks:
-                    self._call(callback, trade)
-            return
         for trade in trades:
-            try:
-                only(trade)
-            except Exception:  # a failing callback must not stop the stream
-                self._callback_failed(only)
+            for callback in callbacks:
+                self._call(callback, trade)
 
     def _emit_heartbeat(self, msg: dict[str, Any]) -> None:
         for callback in self.on_heartbeat_callbacks:
