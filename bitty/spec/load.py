@@ -9,7 +9,6 @@ of ``yaml.compose``.
 from __future__ import annotations
 
 import difflib
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from bitty.errors import BittyError, Problem, SpecError
 from bitty.lang.expr import Expr, ExpressionError, compile_expression
 from bitty.spec import files as paths
 from bitty.spec import source as yaml_source
-from bitty.spec.hooks import Hooks
+from bitty.spec.hooks import HooksError, check_hooks
 from bitty.spec.model import (
     CONNECTION_VARS,
     REST_TRADES_VARS,
@@ -136,7 +135,7 @@ class _Builder:
             self.check_timeouts(raw.get("heartbeat"), trade_timeout, idle_timeout, keepalive)
         hooks = raw.get("hooks")
         if hooks:
-            self.check_hooks(hooks)
+            self.check_hooks(hooks, file.parent)
         rest_trades = self.rest_trades(raw.get("rest", {}).get("trades"))
         if len(self.report.problems) > problems_before or url is None or rules is None:
             return None
@@ -291,16 +290,11 @@ class _Builder:
             self.report.add(["keepalive", "interval"],
                             f"keepalive interval {keepalive.interval}s is far above idle_timeout {idle_timeout}s")
 
-    def check_hooks(self, dotted: str) -> None:
-        module_name, _, class_name = dotted.rpartition(".")
+    def check_hooks(self, dotted: str, spec_dir: Path) -> None:
         try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:
-            self.report.add(["hooks"], f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
-            return
-        cls = getattr(module, class_name, None)
-        if not (isinstance(cls, type) and issubclass(cls, Hooks)):
-            self.report.add(["hooks"], f"{dotted!r} is not a subclass of bitty.hooks.Hooks")
+            check_hooks(dotted, spec_dir)  # reads the module's source; never imports it
+        except HooksError as exc:
+            self.report.add(["hooks"], str(exc))
 
 
 # --- public entry points ----------------------------------------------------------------------
