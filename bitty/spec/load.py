@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bitty.errors import BittyError, Problem, SpecError
-from bitty.lang.expr import Expr, ExpressionError, compile_expression
+from bitty.lang.expr import Expr, ExpressionError, compile_expression, side_table_problems, suspicious
 from bitty.spec import files as paths
 from bitty.spec import source as yaml_source
 from bitty.spec.hooks import HooksError, check_hooks
@@ -55,10 +55,14 @@ class _Builder:
         if source is None:
             return None
         try:
-            return compile_expression(source)
+            expr = compile_expression(source)
         except ExpressionError as exc:
             self.report.add(path, str(exc))
             return None
+        problems = suspicious(expr) + (side_table_problems(expr) if path[-2:] == ["fields", "side"] else [])
+        for message in problems:
+            self.report.add(path, message)
+        return expr
 
     def trade_fields(self, path: list[Any], raw: dict[str, Any]) -> list[tuple[str, Expr]]:
         """The trade fields ``raw`` gives, compiled, in TRADE_FIELDS order."""
@@ -339,6 +343,41 @@ def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
     if report.problems or spec is None:
         raise SpecError(sorted(report.problems, key=lambda p: (p.line, p.column)))
     return spec
+
+
+def name_clashes(specs: Sequence[Spec]) -> list[Problem]:
+    """One problem per spec file whose ``name`` another file also uses: collecting both would
+    store two feeds under one exchange name."""
+    by_name: dict[str, dict[Path, Spec]] = {}
+    for spec in specs:
+        by_name.setdefault(spec.name, {})[spec.path.resolve()] = spec
+    problems = []
+    for name, same in by_name.items():
+        if len(same) < 2:
+            continue
+        files = {path: _display(spec.path) for path, spec in same.items()}
+        for path, spec in same.items():
+            others = ", ".join(f for p, f in files.items() if p != path)
+            line, col = _name_mark(spec.path)
+            problems.append(Problem(files[path], line, col, "$.name",
+                                    f"name {name!r} is also the name of {others}; exchange names are unique: "
+                                    "rename one, or keep one file"))
+    return problems
+
+
+def check_unique_names(specs: Sequence[Spec]) -> None:
+    """Refuse specs that share a name (``collect`` runs each exchange once)."""
+    problems = name_clashes(specs)
+    if problems:
+        raise SpecError(problems)
+
+
+def _name_mark(path: Path) -> tuple[int, int]:
+    try:
+        root, _, _ = yaml_source.read(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, yaml_source.SourceError):
+        return 1, 1
+    return locate(str(path), root).locator.where(["name"])
 
 
 def _display(path: Path) -> str:
