@@ -54,9 +54,14 @@ class HooksError(BittyError):
 
 
 def installed_path() -> list[str]:
-    """``sys.path`` without the current directory (``''``, ``.`` or its absolute path)."""
+    """``sys.path`` without the entry Python adds implicitly for the current directory: ``''`` or
+    ``.``, and a first entry that is the current directory (``python -m``). The same folder
+    added on purpose later (``PYTHONPATH``, an editable install's ``.pth``) stays."""
     cwd = os.path.realpath(os.getcwd())
-    return [p for p in sys.path if p not in ("", ".") and os.path.realpath(p) != cwd]
+    entries = list(sys.path)
+    if entries and os.path.realpath(entries[0] or ".") == cwd:
+        entries = entries[1:]
+    return [p for p in entries if p not in ("", ".")]
 
 
 def find_module(module: str, spec_dir: Path) -> list[ModuleSpec]:
@@ -133,8 +138,10 @@ def _source(chain: list[ModuleSpec]) -> tuple[ast.Module, str]:
 def _is_hooks_class(chain: list[ModuleSpec], name: str, spec_dir: Path, seen: set[tuple[str, str]]) -> bool:
     """Whether class ``name`` of the module at the end of ``chain`` subclasses Hooks, following
     its bases through this module and modules it imports with ``from ... import``."""
-    tree, origin = _source(chain)
     module = chain[-1].name
+    if module in _HOOKS_HOMES and name == "Hooks":
+        return True
+    tree, origin = _source(chain)
     if (module, name) in seen or len(seen) > 20:
         return False
     seen.add((module, name))
@@ -155,6 +162,12 @@ def _is_hooks_class(chain: list[ModuleSpec], name: str, spec_dir: Path, seen: se
                 # ``import a.b`` binds ``a``; ``import a.b as h`` binds ``h`` to ``a.b``
                 first = alias.name.split(".")[0]
                 modules[alias.asname or first] = alias.name if alias.asname else first
+    if name not in classes and name in imported:  # re-exported: follow it to its module
+        source_module, source_name = imported[name]
+        if source_module in _HOOKS_HOMES and source_name == "Hooks":
+            return True
+        if source_module:
+            return _is_hooks_class(find_module(source_module, spec_dir), source_name, spec_dir, seen)
     if name not in classes:
         raise HooksError(f"module {module!r} ({origin}) defines no class {name!r}; check the name in `hooks:`")
     for base_node in classes[name].bases:

@@ -140,7 +140,7 @@ class _Builder:
         hooks = raw.get("hooks")
         if hooks:
             self.check_hooks(hooks, file.parent)
-        rest_trades = self.rest_trades(raw.get("rest", {}).get("trades"))
+        rest_trades = self.rest_trades(raw["rest"].get("trades") if "rest" in raw else None)
         if len(self.report.problems) > problems_before or url is None or rules is None:
             return None
         return Spec(

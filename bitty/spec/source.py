@@ -176,6 +176,8 @@ def _syntax_problem(exc: yaml.YAMLError, text: str, file: str) -> Problem:
         hint = "a value holding ': ' must be quoted, or the line is indented wrongly"
     elif "could not find expected ':'" in problem or "expected <block end>" in problem:
         hint = "check this line's indentation against the lines above it"
+    elif "expected ',' or ']'" in problem or "expected ',' or '}'" in problem:
+        hint = "a [list] or {mapping} is not closed, or a value in it needs quotes"
     elif "found undefined alias" in problem:
         hint = "define the anchor (&name) before using the alias (*name)"
     else:
