@@ -26,8 +26,11 @@ _BUILTIN_FUNCTIONS = {
 KNOWN_FUNCTIONS = frozenset(_BUILTIN_FUNCTIONS | set(REGISTRY))
 
 
-MAX_CHARS = 2000  # the longest bundled expression is under 200 characters
+MAX_CHARS = 4096  # the longest bundled expression is under 200 characters
 MAX_NESTING = 40  # brackets and parentheses open at once; the parser recurses on each
+# Nodes on the longest path of the syntax tree (`a || b || ...` nests one per term). The
+# interpreter recurses twice per level and Python stops at 1,000 frames: 600 terms fail.
+MAX_DEPTH = 320
 
 
 class ExpressionError(ValueError):
@@ -54,6 +57,10 @@ class Expr:
             raise ExpressionError(f"invalid expression {source!r}: {_first_line(str(exc))}") from None
         except RecursionError:  # bounded by _check_size; never a traceback
             raise ExpressionError(f"expression nests too deeply; keep under {MAX_NESTING} levels") from None
+        depth = _depth(self._parsed.parsed)
+        if depth > MAX_DEPTH:
+            raise ExpressionError(f"expression is {depth} operations deep, over the limit of {MAX_DEPTH}; "
+                                  "split it, or move the work into a hooks class")
         unknown = sorted(_function_names(self._parsed.parsed) - KNOWN_FUNCTIONS)
         if unknown:
             raise ExpressionError(unknown_function(unknown[0]))
@@ -94,6 +101,17 @@ def _check_size(source: str) -> None:
     if deepest > MAX_NESTING:
         raise ExpressionError(f"expression nests {deepest} brackets deep, over the limit of {MAX_NESTING}; "
                               "flatten it")
+
+
+def _depth(ast: dict[str, Any]) -> int:
+    """Nodes on the longest path from the root, counted without recursing."""
+    deepest = 0
+    stack = [(ast, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in node.get("children", []) if isinstance(child, dict))
+    return deepest
 
 
 def unknown_function(name: str) -> str:

@@ -82,7 +82,7 @@ def test_200k_term_expression_is_refused(tmp_path: Path, capsys: pytest.CaptureF
     path.write_text(_replace_first_match(text, term))
     assert main(["validate", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "expression is 999,996 characters, over the limit of 2,000" in out
+    assert "expression is 999,996 characters, over the limit of 4,096" in out
     assert "RecursionError" not in out
 
 
