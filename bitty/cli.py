@@ -27,15 +27,17 @@ def _setup_logging() -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bitty.spec.load import load_spec, spec_paths
+    from bitty.spec.load import load_spec, name_clashes, spec_paths
 
     problems: list[Problem] = []
     files = spec_paths(args.paths, paths.spec_dirs(args.exchanges_dir))
+    loaded = []
     for file in files:
         try:
-            load_spec(file)
+            loaded.append(load_spec(file))
         except SpecError as exc:
             problems += exc.problems
+    problems += name_clashes(loaded)
     if args.format == "json":
         print(orjson.dumps({"files": [str(f) for f in files], "errors": [p.as_dict() for p in problems]},
                            option=orjson.OPT_INDENT_2).decode())

@@ -21,7 +21,7 @@ from bitty.engine.handover import Slot
 from bitty.errors import BittyError
 from bitty.markets.instruments import Instrument, fetch_listing
 from bitty.spec import files as paths
-from bitty.spec.load import Spec, load_spec, spec_paths
+from bitty.spec.load import Spec, check_unique_names, load_spec, spec_paths
 from bitty.spec.symbols import resolve
 from bitty.storage import runs
 from bitty.storage.store import Store
@@ -68,7 +68,9 @@ class CollectResult:
 
 
 def load_specs(targets: Sequence[str], dirs: list[str]) -> list[Spec]:
-    return [load_spec(path) for path in spec_paths(targets, paths.spec_dirs(dirs))]
+    specs = [load_spec(path) for path in spec_paths(targets, paths.spec_dirs(dirs))]
+    check_unique_names(specs)  # two files with one exchange name: refuse, never collect both
+    return specs
 
 
 def plan(specs: list[Spec], symbols: list[str] | None,
