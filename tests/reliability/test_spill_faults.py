@@ -432,3 +432,30 @@ def test_sigkill_during_a_postgresql_outage_loses_at_most_about_a_second(pg_url:
     stored = stored_count(pg_url)
     assert stored == writer.stats.stored and writer.stats.duplicates == 0
     assert sent >= 4000 and sent - stored <= 1500, (sent, stored)
+
+
+def test_a_run_whose_writer_fails_stops_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer failing mid-run (a bug in the store) stops the run with the failure among its
+    errors, and every trade received is in the spill folder: it never goes on collecting into nothing."""
+    from bitty import pipeline
+
+    class Broken(Store):
+        def write(self, batch, quarantined=()):  # type: ignore[no-untyped-def]
+            raise RuntimeError("a bug in the store")
+
+    monkeypatch.setattr(pipeline, "Store", Broken)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "quiet.yaml").write_text(SPEC)
+    feed = Feed(total=500, rate=5000)
+    feed.go()
+    try:
+        options = pipeline.CollectOptions(exchanges=["quiet"], exchanges_dirs=[str(specs)], url=feed.url,
+                                          db=f"sqlite:///{tmp_path}/db.sqlite", spill_dir=str(tmp_path / "spill"),
+                                          progress_interval=60)  # no duration: only the failure stops it
+        result = asyncio.run(pipeline.collect(options))
+    finally:
+        feed.close()
+    assert result.failures == ["writer: writing to the database failed: RuntimeError: a bug in the store"]
+    spilled = sum(len(spill.read(p)) for p in spill.pending(tmp_path / "spill"))
+    assert result.received > 0 and spilled == result.received and result.lost == 0
