@@ -181,12 +181,16 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     try:
         await asyncio.wait(waiters, timeout=options.duration, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        # Concurrently: a server slow to answer the close handshake holds up only its own stream.
-        await asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for task in (progress, heartbeat, *waiters):
-            task.cancel()
-        await writer.close()
+        try:
+            # Concurrently: a server slow to answer the close handshake holds up only its own stream.
+            await asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for task in (progress, heartbeat, *waiters):
+                task.cancel()
+            await writer.close()
+        except asyncio.CancelledError:
+            await writer.abort()  # a second signal: no more waiting, what the writer holds goes to disk
+            raise
         try:
             await keeper.close({name: vars(s) for name, s in writer.per_exchange.items()})
         except sa.exc.SQLAlchemyError as exc:

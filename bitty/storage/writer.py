@@ -400,6 +400,11 @@ class Writer:
         finally:
             await self._spill_everything()
 
+    async def abort(self) -> None:
+        """Stop at once, without waiting for the database: what is in memory goes to the journal."""
+        self._closing = True
+        await self._spill_everything()
+
     async def _spill_everything(self) -> None:
         """What is still in memory goes to the journal, which is closed for the next run."""
         if self._task is not None and not self._task.done():

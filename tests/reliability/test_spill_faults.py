@@ -459,3 +459,29 @@ def test_a_run_whose_writer_fails_stops_and_says_so(tmp_path: Path, monkeypatch:
     assert result.failures == ["writer: writing to the database failed: RuntimeError: a bug in the store"]
     spilled = sum(len(spill.read(p)) for p in spill.pending(tmp_path / "spill"))
     assert result.received > 0 and spilled == result.received and result.lost == 0
+
+
+def test_a_second_sigterm_while_the_database_is_away_spills_and_exits_without_traceback(tmp_path: Path) -> None:
+    """A second SIGTERM during the stop's wait for an away database aborts the wait: every trade
+    received is in the journal (the next run stores them), exit 1, no traceback."""
+    db = tmp_path / "away.db"
+    feed = Feed(total=2000, rate=4000)
+    try:
+        proc = collector(tmp_path, feed, f"sqlite:///{db}?timeout=0.05", tmp_path / "spill")
+        read_until(proc, lambda line: received(line) == 0)
+        holder = locked(db)
+        try:
+            feed.go()
+            before = read_until(proc, lambda line: received(line) == 2000)
+            proc.send_signal(signal.SIGTERM)
+            before += read_until(proc, lambda line: "flushing and stopping" in line)
+            proc.send_signal(signal.SIGTERM)
+            log = "".join(before) + proc.communicate(timeout=30)[1]
+        finally:
+            holder.rollback()
+            holder.close()
+    finally:
+        feed.close()
+    assert proc.returncode == 1 and not uncaught(log), log
+    assert "stopped before everything was written" in log
+    assert drain(tmp_path / "spill", f"sqlite:///{db}").stats.stored == 2000
