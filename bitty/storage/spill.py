@@ -8,8 +8,8 @@ once all their trades are stored.
 
 A failed append is undone (the file is cut back to its last complete line), so a full disk
 leaves no half-written line and no stray file. A spill folder belongs to one collector at a time
-(``lock``). Lines that cannot be read back (a torn last line after a kill, a corrupt or foreign
-file) are moved aside to ``bitty-unreadable-*`` files with a clear message; the rest is stored.
+(``lock``). A file with lines that cannot be read back (a torn last line after a kill, corrupt
+or foreign content) has its readable trades stored and is then renamed ``bitty-unreadable-*``.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ _CHUNK = 100  # trades a write: a disk filling up takes all the chunks it has ro
 def lock(folder: Path) -> int:
     """Take the spill folder for this process (an flock held until ``unlock``); a folder another
     collector holds is refused, since both would write back and delete the same files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise SinkError(f"cannot use spill folder {folder}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -218,16 +220,12 @@ def read(path: Path) -> list[Trade]:
     return read_back(path).trades
 
 
-def set_aside(path: Path, readback: Readback) -> Path:
-    """Keep a spill file's unreadable lines apart (the whole file when none is a trade), so they
-    are never written back and never stop the others."""
-    if not readback.trades:
-        aside = path.with_name(PREFIX_UNREADABLE + path.name)
-        path.rename(aside)
-        return aside
-    return _write_lines(path.parent, PREFIX_UNREADABLE, (
-        {"file": path.name, "line": number, "reason": reason, "text": text.decode(errors="replace")}
-        for number, text, reason in readback.bad))
+def set_aside(path: Path) -> Path:
+    """Rename a spill file that cannot be fully read back, so it is never written back again
+    (a rename needs no free space, so a full disk cannot stop it)."""
+    aside = path.with_name(PREFIX_UNREADABLE + path.name)
+    path.rename(aside)
+    return aside
 
 
 def _trade(row: Any) -> Trade:

@@ -100,6 +100,7 @@ class Writer:
         self._retry_in = 0.2
         self._writing_since: float | None = None
         self._disk_error: str | None = None
+        self._stuck: set[Path] = set()  # spill files that can be neither read nor moved aside
 
     def start(self) -> None:
         """Take the spill folder (``SinkError`` when another collector holds it) and start writing."""
@@ -352,10 +353,9 @@ class Writer:
                 readback = await loop.run_in_executor(self._executor, spill.read_back, path)
             except FileNotFoundError:
                 continue  # gone meanwhile: nothing to write
-            if readback.bad:
-                await self._set_aside(loop, path, readback)
-                if not readback.trades:
-                    continue
+            except OSError as exc:
+                self._unusable(path, f"cannot be read ({exc.strerror or exc})")
+                continue
             trades = readback.trades
             size = self.batch_size * _CATCH_UP
             for i in range(0, len(trades), size):
@@ -365,20 +365,31 @@ class Writer:
                     return  # the database went away again; the file stays
                 self.stats.unspilled += len(batch)
                 self._count(batch, stored)
+            if readback.bad:
+                number, _, reason = readback.bad[0]
+                self._unusable(path, f"has {len(readback.bad)} lines that cannot be read back (line {number}: "
+                                     f"{reason}); " + (f"its {len(trades)} readable trades are stored" if trades
+                                                       else "it holds no trade"))
+                continue
             path.unlink(missing_ok=True)
             logger.info("wrote back %d spilled trades from %s", len(trades), path)
 
     def _spilled(self) -> list[Path]:
-        """Spill files to write back: all but the journal file being appended to."""
+        """Spill files to write back: all but the journal file being appended to, and those that
+        could not be moved aside."""
         files = spill.pending(self.spill_dir)
-        return [p for p in files if p != self._journal.path]
+        return [p for p in files if p != self._journal.path and p not in self._stuck]
 
-    async def _set_aside(self, loop: asyncio.AbstractEventLoop, path: Path, readback: spill.Readback) -> None:
-        aside = await loop.run_in_executor(self._executor, spill.set_aside, path, readback)
-        number, _, reason = readback.bad[0]
-        logger.error("spill file %s: %d lines cannot be read back (line %d: %s); %s kept in %s, not written%s",
-                     path, len(readback.bad), number, reason, "the file is" if not readback.trades else "they are",
-                     aside, f"; its {len(readback.trades)} trades are" if readback.trades else "")
+    def _unusable(self, path: Path, problem: str) -> None:
+        """Move a spill file that cannot be (fully) read back aside, where it is never written back."""
+        try:
+            aside = spill.set_aside(path)
+        except OSError as exc:
+            self._stuck.add(path)
+            logger.error("spill file %s %s, and cannot be moved aside (%s): skipped until restart", path, problem,
+                         exc.strerror or exc)
+            return
+        logger.error("spill file %s %s; the file is kept as %s and not written back", path, problem, aside.name)
 
     async def close(self) -> None:
         """Write everything received, then stop. If the database does not take it within

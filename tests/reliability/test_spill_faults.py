@@ -330,8 +330,9 @@ def test_unreadable_spill_files_are_set_aside_and_writing_goes_on(tmp_path: Path
     aside = sorted(p.name for p in folder.glob(f"{spill.PREFIX_UNREADABLE}*"))
     assert "bitty-unreadable-bitty-spill-2-corrupt.jsonl" in aside and len(aside) == 3
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert any("bitty-spill-1-truncated.jsonl: 1 lines cannot be read back (line 6: incomplete last line)" in m
-               for m in messages)
+    assert any(m.endswith("bitty-spill-1-truncated.jsonl has 1 lines that cannot be read back (line 6: incomplete "
+                          "last line); its 5 readable trades are stored; the file is kept as "
+                          "bitty-unreadable-bitty-spill-1-truncated.jsonl and not written back") for m in messages)
 
 
 def test_two_collectors_on_one_spill_folder_the_second_is_refused(tmp_path: Path) -> None:
@@ -485,3 +486,16 @@ def test_a_second_sigterm_while_the_database_is_away_spills_and_exits_without_tr
     assert proc.returncode == 1 and not uncaught(log), log
     assert "stopped before everything was written" in log
     assert drain(tmp_path / "spill", f"sqlite:///{db}").stats.stored == 2000
+
+
+def test_a_spill_folder_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    """A spill folder path taken by a file: the writer refuses to start with a one-line error."""
+    (tmp_path / "taken").write_text("not a folder")
+    writer = Writer(Store(f"sqlite:///{tmp_path}/db.sqlite"), spill_dir=tmp_path / "taken")
+
+    async def main() -> None:
+        writer.start()
+
+    with pytest.raises(SinkError, match=r"cannot use spill folder .*taken: File exists"):
+        asyncio.run(main())
+    writer.store.close()
