@@ -117,7 +117,7 @@ def health(snapshot: Snapshot, limit: float) -> list[str]:
 class Sample:
     at: float  # seconds since the epoch
     received: dict[str, int]  # per exchange
-    gaps: dict[str, int]  # symbols with an open gap, per exchange
+    blind: dict[str, int]  # per exchange: symbols not covered (stream down, or a gap waiting to close)
 
 
 class History:
@@ -131,11 +131,11 @@ class History:
 
     def add(self, snapshot: Snapshot) -> None:
         at = snapshot.at.timestamp()
-        gaps: dict[str, int] = {}
+        blind: dict[str, int] = {}
         for s in snapshot.symbols:
-            if s.gap_open:
-                gaps[s.exchange] = gaps.get(s.exchange, 0) + 1
-        self.samples.append(Sample(at, {n: e.received for n, e in snapshot.exchanges.items()}, gaps))
+            if s.gap_open or not s.connected:
+                blind[s.exchange] = blind.get(s.exchange, 0) + 1
+        self.samples.append(Sample(at, {n: e.received for n, e in snapshot.exchanges.items()}, blind))
         stored = {(s.exchange, s.symbol): s.stored for s in snapshot.symbols}
         if self._symbols is not None and at > self._symbols[0]:
             then, before = self._symbols
@@ -158,12 +158,12 @@ class History:
         return snapshot
 
     def series(self) -> dict[str, list[list[float]]]:
-        """Per exchange, [time, trades/s, symbols with an open gap] for every sampled interval."""
+        """Per exchange, [time, trades/s, symbols not covered] for every sampled interval."""
         out: dict[str, list[list[float]]] = {}
         samples = list(self.samples)
         for a, b in itertools.pairwise(samples):
             span = max(b.at - a.at, 1e-9)
             for name, count in b.received.items():
                 rate = (count - a.received.get(name, 0)) / span
-                out.setdefault(name, []).append([round(b.at, 3), round(rate, 3), b.gaps.get(name, 0)])
+                out.setdefault(name, []).append([round(b.at, 3), round(rate, 3), b.blind.get(name, 0)])
         return out
