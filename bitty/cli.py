@@ -158,9 +158,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from bitty.continuity.audit import audit, page, png, table
+    from bitty.continuity.audit import audit, open_store, page, png, table
     from bitty.lang.functions import iso_time
-    from bitty.storage.store import Store
 
     def moment(text: str | None, default: datetime) -> datetime:
         if text is None:
@@ -172,7 +171,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     until = moment(args.until, datetime.now(UTC))
     since = moment(args.since, until - timedelta(hours=args.hours))
-    store = Store(args.db)
+    if since >= until:
+        raise BittyError(f"the window is empty: --since {since:%Y-%m-%dT%H:%M:%SZ} is not before --until "
+                         f"{until:%Y-%m-%dT%H:%M:%SZ}")
+    store = open_store(args.db)
     try:
         symbols = [s for s in args.symbols.split(",") if s] if args.symbols else None
         report = audit(store, since, until, args.exchanges or None, symbols)
