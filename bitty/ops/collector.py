@@ -16,24 +16,56 @@ from operator import attrgetter
 from bitty.continuity.gapkeeper import GapKeeper
 from bitty.engine.consumer import BaseConsumer, StreamEvent
 from bitty.engine.handover import Slot
-from bitty.ops.status import CONNECTED, FAILED, RECONNECTING, STOPPED, ExchangeStatus, Snapshot, StreamStatus, SymbolStatus
+from bitty.ops.status import (
+    CONNECTED,
+    CONNECTING,
+    FAILED,
+    RECONNECTING,
+    STOPPED,
+    ExchangeStatus,
+    Snapshot,
+    StreamStatus,
+    SymbolStatus,
+)
 from bitty.storage.writer import Writer
 from bitty.trade import Trade
 
-_KEY = attrgetter("exchange", "symbol")
+_EXCHANGE = attrgetter("exchange")
+_SYMBOL = attrgetter("symbol")
 
 
 class StoredCounts:
-    """Per (exchange, symbol): trades stored and the last one, from the writer's stored batches."""
+    """Per exchange and symbol: trades stored and the last one, from the writer's stored batches.
+    C-level counting once per batch (a batch is nearly always of one exchange; keys are plain
+    symbol strings, no tuple built per trade)."""
 
     def __init__(self) -> None:
-        self.counts: Counter[tuple[str, str]] = Counter()
-        self.last: dict[tuple[str, str], Trade] = {}
+        self.counts: dict[str, Counter[str]] = {}
+        self.last: dict[str, dict[str, Trade]] = {}
 
     def add(self, stored: list[Trade]) -> None:
-        keys = list(map(_KEY, stored))
-        self.counts.update(keys)
-        self.last.update(zip(keys, stored, strict=True))
+        exchanges = set(map(_EXCHANGE, stored))
+        if len(exchanges) == 1:
+            self._add(exchanges.pop(), stored)
+            return
+        for name in exchanges:
+            self._add(name, [t for t in stored if t.exchange == name])
+
+    def _add(self, exchange: str, trades: list[Trade]) -> None:
+        counts = self.counts.get(exchange)
+        if counts is None:
+            counts = self.counts[exchange] = Counter()
+            self.last[exchange] = {}
+        symbols = list(map(_SYMBOL, trades))
+        counts.update(symbols)
+        self.last[exchange].update(zip(symbols, trades, strict=True))
+
+    def count(self, exchange: str, symbol: str) -> int:
+        counts = self.counts.get(exchange)
+        return counts.get(symbol, 0) if counts else 0
+
+    def latest(self, exchange: str, symbol: str) -> Trade | None:
+        return self.last.get(exchange, {}).get(symbol)
 
 
 class CollectorSource:
@@ -72,7 +104,7 @@ class CollectorSource:
             elif index in self.finished:
                 state = STOPPED
             else:
-                state = RECONNECTING
+                state = RECONNECTING if event is not None or stats.reconnects else CONNECTING
             beat = slot.current.last_heartbeat.get("heartbeat")
             streams.append(StreamStatus(
                 exchange=name, symbols=list(slot.current.product_ids), state=state,
@@ -83,10 +115,10 @@ class CollectorSource:
             exchange.reconnects += stats.reconnects
             for symbol in slot.current.product_ids:
                 key = (name, symbol)
-                last = self.stored.last.get(key)
+                last = self.stored.latest(name, symbol)
                 gap = pending.get(key)
                 symbols.append(SymbolStatus(
-                    exchange=name, symbol=symbol, connected=state == CONNECTED, stored=self.stored.counts.get(key, 0),
+                    exchange=name, symbol=symbol, connected=state == CONNECTED, stored=self.stored.count(name, symbol),
                     last_trade_time=last.time if last else None, last_trade_id=last.trade_id if last else None,
                     last_received_at=last.received_at if last else None,
                     gap_open=gap is not None and gap.pending is not None))

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-# stream states, in the order of how bad they are
-CONNECTED, RECONNECTING, FAILED, STOPPED = "connected", "reconnecting", "failed", "stopped"
+# stream states
+CONNECTING, CONNECTED, RECONNECTING, FAILED, STOPPED = "connecting", "connected", "reconnecting", "failed", "stopped"
 
 
 @dataclass
@@ -38,7 +38,7 @@ class StreamStatus:
 
     exchange: str
     symbols: list[str]
-    state: str  # CONNECTED, RECONNECTING, FAILED or STOPPED
+    state: str  # CONNECTING (never connected yet), CONNECTED, RECONNECTING, FAILED or STOPPED
     since: datetime | None  # when the stream entered its state (None: never connected yet)
     reconnects: int = 0
     trades: int = 0
@@ -100,7 +100,7 @@ def health(snapshot: Snapshot, limit: float) -> list[str]:
         name = f"{stream.exchange} {','.join(stream.symbols)}"
         if stream.state == FAILED:
             reasons.append(f"{name}: failed: {stream.last_error}")
-        elif stream.state == RECONNECTING:
+        elif stream.state in (CONNECTING, RECONNECTING):
             since = stream.since or snapshot.started_at
             down = (snapshot.at - since).total_seconds()
             if down > limit:

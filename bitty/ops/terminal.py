@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
-from bitty.ops.status import CONNECTED, Snapshot, Source
+from bitty.ops.status import CONNECTED, FAILED, Snapshot, Source
 
 logger = logging.getLogger("bitty.collect")
 
@@ -30,7 +30,7 @@ class Row:
     reconnects: int
     gaps: int  # symbols in a gap now
     elapsed: float
-    level: str = "ok"  # ok (all connected), partial, down
+    level: str = "ok"  # ok (all connected), partial (some connecting), down (a stream failed)
 
 
 class Progress:
@@ -41,7 +41,8 @@ class Progress:
         self.started = time.monotonic()
         self._last: dict[str, tuple[float, int]] = {}
 
-    def rows(self, snapshot: Snapshot | None = None) -> list[Row]:
+    def rows(self, snapshot: Snapshot | None = None, advance: bool = True) -> list[Row]:
+        """One row per exchange; ``advance``: the next rates count from now."""
         snap = snapshot or self.source.snapshot()
         now = time.monotonic()
         out = []
@@ -51,11 +52,12 @@ class Progress:
             received = exchange.received if exchange else 0
             then, before = self._last.get(name, (self.started, 0))
             rate = (received - before) / (now - then) if now > then else 0.0
-            self._last[name] = (now, received)
+            if advance:
+                self._last[name] = (now, received)
             streams = [s for s in snap.streams if s.exchange == name]
             up = sum(s.state == CONNECTED for s in streams)
             state = f"{up}/{len(streams)} connected" if up or len(streams) != 1 else streams[0].state
-            level = "ok" if up == len(streams) else "partial" if up else "down"
+            level = "ok" if up == len(streams) else "down" if any(s.state == FAILED for s in streams) else "partial"
             out.append(Row(name, state, received, rate, exchange.stored if exchange else 0,
                            exchange.duplicates if exchange else 0, exchange.quarantined if exchange else 0,
                            sum(s.reconnects for s in streams),
@@ -106,6 +108,9 @@ async def run(progress: Progress, interval: float, live: bool) -> None:
     tick = min(interval, 1.0)
     with Live(table(progress.rows()), console=Console(stderr=True), auto_refresh=False,
               redirect_stderr=True, redirect_stdout=False, transient=False) as view:
-        while True:
-            await asyncio.sleep(tick)
-            view.update(table(progress.rows()), refresh=True)
+        try:
+            while True:
+                await asyncio.sleep(tick)
+                view.update(table(progress.rows()), refresh=True)
+        finally:  # the table left on screen shows the end, not the last tick
+            view.update(table(progress.rows(advance=False)), refresh=True)
