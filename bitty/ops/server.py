@@ -1,8 +1,10 @@
 """The status HTTP server: ``/metrics``, ``/healthz``, ``/status``, ``/history`` and the live page ``/``.
 
-It runs on the collector's event loop, so it must never hold it up: every answer is rendered
-from one snapshot taken at most every ``fresh`` seconds (a storm of requests renders it once),
-nothing reads the database, and a request with an unknown parameter is a 400.
+It runs on the collector's event loop, so it must never hold it up: the snapshot (plain reads
+of counters) is taken on the loop at most every ``fresh`` seconds; rendering it (JSON, the
+Prometheus text: tens of milliseconds for a thousand symbols) happens once per snapshot on a
+thread of its own, shared by every request that asks meanwhile (a storm renders it once);
+nothing reads the database; a request with an unknown parameter is a 400.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -49,7 +52,8 @@ class StatusServer:
         self.requests = 0
         self._snapshot: Snapshot | None = None
         self._taken = 0.0
-        self._bodies: dict[str, bytes] = {}
+        self._bodies: dict[str, tuple[Snapshot, asyncio.Future[bytes]]] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bitty-status")
         self._runner: web.AppRunner | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._page = resources.files("bitty.ops").joinpath("page.html").read_bytes()
@@ -65,7 +69,8 @@ class StatusServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/status", self._status)
         app.router.add_get("/history", self._history)
-        self._registry = metrics.registry(self.current)
+        self._scraped: Snapshot | None = None  # the snapshot being rendered as metrics (status thread)
+        self._registry = metrics.registry(lambda: self._scraped or self.current())
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -90,6 +95,7 @@ class StatusServer:
                 await self._sampler
         if self._runner is not None:
             await self._runner.cleanup()
+        self._executor.shutdown(wait=True)
 
     async def _sample(self) -> None:
         while True:
@@ -105,7 +111,9 @@ class StatusServer:
             self._keep(self.history.annotate(snapshot))
 
     def _keep(self, snapshot: Snapshot) -> None:
-        self._snapshot, self._taken, self._bodies = snapshot, time.monotonic(), {}
+        reasons = health(snapshot, self.health_limit)
+        snapshot.healthy, snapshot.unhealthy_reasons = not reasons, reasons
+        self._snapshot, self._taken = snapshot, time.monotonic()
 
     def current(self) -> Snapshot:
         """The latest snapshot, taken anew only when older than ``fresh`` seconds."""
@@ -116,12 +124,14 @@ class StatusServer:
         assert self._snapshot is not None
         return self._snapshot
 
-    def _body(self, name: str, render: Any) -> bytes:
+    async def _body(self, name: str, render: Callable[[Snapshot], bytes]) -> bytes:
+        """``render(snapshot)`` of the current snapshot, on the status thread, once per snapshot."""
         snapshot = self.current()
-        body = self._bodies.get(name)
-        if body is None or self._snapshot is not snapshot:
-            body = self._bodies[name] = render(snapshot)
-        return body
+        cached = self._bodies.get(name)
+        if cached is None or cached[0] is not snapshot:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, render, snapshot)
+            cached = self._bodies[name] = (snapshot, future)
+        return await asyncio.shield(cached[1])
 
     # --- handlers ------------------------------------------------------------------------
 
@@ -141,15 +151,15 @@ class StatusServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         self.requests += 1
         self._check_query(request)
-        body = self._body("metrics", lambda _s: metrics.render(self._registry))
+        body = await self._body("metrics", self._render_metrics)
         return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         self.requests += 1
         self._check_query(request)
-        reasons = health(self.current(), self.health_limit)
-        if reasons:
-            return web.Response(status=503, text="unhealthy\n" + "".join(f"{r}\n" for r in reasons))
+        snapshot = self.current()
+        if not snapshot.healthy:
+            return web.Response(status=503, text="unhealthy\n" + "".join(f"{r}\n" for r in snapshot.unhealthy_reasons))
         return web.Response(text="ok\n")
 
     async def _status(self, request: web.Request) -> web.Response:
@@ -157,7 +167,7 @@ class StatusServer:
         self._check_query(request, ("exchange", "symbol"))
         exchange, symbol = request.query.get("exchange"), request.query.get("symbol")
         if exchange is None and symbol is None:
-            body = self._body("status", self._status_json)
+            body = await self._body("status", Snapshot.to_json)
         else:
             snapshot = self.current()
             if exchange is not None and exchange not in snapshot.exchanges and \
@@ -171,15 +181,13 @@ class StatusServer:
             body = orjson.dumps(data)
         return web.Response(body=body, content_type="application/json")
 
-    def _status_json(self, snapshot: Snapshot) -> bytes:
-        data = snapshot.as_json()
-        reasons = health(snapshot, self.health_limit)
-        data["healthy"], data["unhealthy_reasons"] = not reasons, reasons
-        return orjson.dumps(data)
+    def _render_metrics(self, snapshot: Snapshot) -> bytes:
+        self._scraped = snapshot  # read by the registry's collector, on this same thread
+        return metrics.render(self._registry)
 
     async def _history(self, request: web.Request) -> web.Response:
         self.requests += 1
         self._check_query(request)
-        body = self._body("history", lambda _s: orjson.dumps({"interval": self.interval,
-                                                              "exchanges": self.history.series()}))
+        body = await self._body("history", lambda _s: orjson.dumps({"interval": self.interval,
+                                                                    "exchanges": self.history.series()}))
         return web.Response(body=body, content_type="application/json")
