@@ -44,6 +44,7 @@ class CollectOptions:
     bootstrap_urls: dict[str, str] = field(default_factory=dict)  # per exchange
     rest_urls: dict[str, str] = field(default_factory=dict)  # per exchange: origin replacing rest.trades URLs
     backfill: bool = True  # fetch the trades of gaps through the spec's rest.trades
+    gap_quiet_after: float = 10.0  # no trade this long after reconnecting: backfill the gap from REST alone
     symbol_list_urls: dict[str, str] = field(default_factory=dict)  # per exchange
     db: str = DEFAULT_DB
     output: str | None = None
@@ -155,7 +156,8 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     writer.start()
     # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
     redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
-    keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected)
+    keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected,
+                       quiet_after=options.gap_quiet_after)
     await keeper.start(connections)
     source = CollectorSource([], writer, keeper, stored)
     if status is not None:
