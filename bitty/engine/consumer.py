@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -28,6 +28,8 @@ from bitty.backoff import backoff, retry_after
 from bitty.engine.watchdog import Liveness
 from bitty.errors import BittyError, ConnectError, ExchangeError
 from bitty.lang.functions import iso_time, to_decimal, to_text
+from bitty.mapping import codec
+from bitty.mapping.codec import DecodeError
 from bitty.mapping.mapper import FrameTooLarge, Mapper, Outcome, raw_text
 from bitty.spec.hooks import Hooks, hooks_class
 from bitty.spec.load import Spec
@@ -370,9 +372,11 @@ class BaseConsumer:
         headers = dict(self.spec.headers) if self.spec else {}
         logger.info("%s : connecting to %s", self.consumer_id, url)
         try:
-            ws = await asyncio.wait_for(session.ws_connect(
-                url, max_msg_size=max_size, headers=headers, autoping=False,
-                timeout=aiohttp.ClientWSTimeout(ws_close=2)), timeout=self.connect_timeout)
+            # Text frames arrive as bytes (decode_text=False) and _read decodes them, so a frame
+            # that is not UTF-8 is quarantined instead of failing the connection.
+            ws = cast(aiohttp.ClientWebSocketResponse, await asyncio.wait_for(session.ws_connect(
+                url, max_msg_size=max_size, headers=headers, autoping=False, decode_text=False,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2)), timeout=self.connect_timeout))
         except TimeoutError:
             raise ConnectError(f"no websocket handshake within {self.connect_timeout:g}s") from None
         async with ws:
@@ -499,9 +503,16 @@ class BaseConsumer:
             self._last_frame_at = time.monotonic()
             if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 self.stats.frames += 1
+                data: Any = msg.data
+                if msg.type == aiohttp.WSMsgType.TEXT and type(data) is bytes:  # see decode_text=False
+                    try:
+                        data = data.decode()
+                    except UnicodeDecodeError as exc:
+                        self._quarantine(data, f"text frame is not valid UTF-8: {exc}")
+                        continue
                 if self.on_raw_callbacks:
-                    self._emit_raw("recv", msg.data)
-                replies = self.on_message(msg.data)
+                    self._emit_raw("recv", data)
+                replies = self.on_message(data)
                 for reply in replies or ():
                     await self._send(ws, reply)
             elif msg.type == aiohttp.WSMsgType.PING:
@@ -544,7 +555,7 @@ class BaseConsumer:
                 # Mapper.decode of text, inline: the call is a tenth of a frame's mapping.
                 try:
                     frame = _loads(data)
-                except orjson.JSONDecodeError:
+                except DecodeError:
                     frame = data
             else:
                 frame = mapper.decode(data)
@@ -679,7 +690,7 @@ def _trade_from_dict(exchange: str, msg: dict[str, Any]) -> Trade | None:
 
 
 _datetime_now = datetime.now
-_loads = orjson.loads
+_loads = codec.loads  # numbers as Decimals of their own digits: no float between socket and row
 
 
 def _now() -> datetime:

@@ -119,5 +119,5 @@ class Spec:
     hooks: str | None = None
     description: str = ""
     docs: str = ""
-    trade_ids: str = "opaque"  # opaque | sequential
+    trade_ids: str = "opaque"  # opaque | sequential | none (the exchange publishes none: derived)
     rest_trades: RestTrades | None = None
