@@ -262,13 +262,13 @@ class Mapper:
                 return f"cannot normalize symbol {native!r}"
         price = values[at.price]
         if type(price) is not Decimal:
-            return f"price is missing or not a number: {price!r}"
+            return f"price is missing or not a positive number: {price!r}"
         reason = check_amount(price)
         if reason is not None:
             return f"price {reason}"
         size = values[at.size]
         if type(size) is not Decimal:
-            return f"size is missing or not a number: {size!r}"
+            return f"size is missing or not a positive number: {size!r}"
         reason = check_amount(size)
         if reason is not None:
             return f"size {reason}"
