@@ -16,6 +16,7 @@ import orjson
 from bench import reference
 from bench.frames import generate, load, native, symbols
 from bitty.lang.functions import OPTIONS, iso_time
+from bitty.mapping import codec
 from bitty.mapping.mapper import Mapper, derive_trade_id
 from bitty.spec.load import Spec
 from bitty.trade import Trade
@@ -90,11 +91,13 @@ def plain_jmespath(spec: Spec, exchange: str) -> Callable[[str, datetime], int]:
     return run
 
 
-def reader(mapper: Mapper) -> Callable[[str, datetime], list[Trade]]:
-    """A frame's trades as ``BaseConsumer`` maps them: decode, the generated program, and the
-    mapper's exact path for any frame the program leaves to it."""
+def reader(mapper: Mapper, loads: Callable[[str], Any] = codec.loads,
+           not_json: type[Exception] = codec.DecodeError) -> Callable[[str, datetime], list[Trade]]:
+    """A frame's trades as ``BaseConsumer`` maps them: decode (numbers to Decimals of their
+    digits), the generated program, and the mapper's exact path for any frame the program leaves
+    to it. ``loads=orjson.loads`` is the decode before that (numbers to floats): the baseline of
+    the exact decode's cost."""
     program, exactly = mapper.program, mapper.handle_exactly
-    loads, not_json = orjson.loads, orjson.JSONDecodeError
 
     def read(text: str, received: datetime) -> list[Trade]:
         try:  # as BaseConsumer decodes a text frame (Mapper.decode, inline)
@@ -132,6 +135,7 @@ def _row(exchange: str, frames: list[str], seconds: float, cryptofeed: float | N
     return {
         "exchange": exchange,
         "spec mapper": _rate(read, frames, seconds),
+        "orjson decode": _rate(reader(mapper, orjson.loads, orjson.JSONDecodeError), frames, seconds),
         # the mapper without its generated fast path (bitty.mapping.program): the step it saves
         "exact path": _rate(lambda f, r, m=mapper: m.handle_exactly(m.decode(f), r), frames, seconds),
         "hand-written": _rate(parse, frames, seconds),
