@@ -51,11 +51,11 @@ class _Expression:
 
 _PYTYPES = {
     "bool": bool, "list": list, "dict": dict, "NoneType": type(None), "str": str, "float": float,
-    "int": int, "OrderedDict": collections.OrderedDict, "_Expression": _Expression,
+    "int": int, "OrderedDict": collections.OrderedDict, "_Expression": _Expression, "Decimal": Decimal,
 }
 _JMES_TYPES = {
     "boolean": ("bool",), "array": ("list",), "object": ("dict", "OrderedDict"), "null": ("NoneType",),
-    "string": ("str",), "number": ("float", "int"), "expref": ("_Expression",),
+    "string": ("str",), "number": ("float", "int", "Decimal"), "expref": ("_Expression",),
 }
 
 

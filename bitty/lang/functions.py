@@ -242,9 +242,36 @@ def _make_method(name: str, func: Any, signature: list[dict[str, Any]]) -> Any:
     return method
 
 
+class DecimalFunctions(jmespath.functions.Functions):
+    """JMESPath's standard functions, with a ``Decimal`` (how frames decode JSON numbers) a
+    number like any other: ``type`` says number, ``max``/``sum``/``sort`` take it, and
+    ``to_number``/``to_string`` keep its digits."""
+
+    def _get_allowed_pytypes(self, types: Any) -> Any:
+        allowed, subtypes = super()._get_allowed_pytypes(types)
+        if "float" in allowed:
+            allowed = [*allowed, "Decimal"]
+        return allowed, [(*sub, "Decimal") if "float" in sub else sub for sub in subtypes]
+
+    def _convert_to_jmespath_type(self, pyobject: Any) -> Any:
+        return "number" if pyobject == "Decimal" else super()._convert_to_jmespath_type(pyobject)
+
+    @jmespath.functions.signature({"types": []})
+    def _func_type(self, arg: Any) -> Any:
+        return "number" if isinstance(arg, Decimal) else super()._func_type(arg)
+
+    @jmespath.functions.signature({"types": []})
+    def _func_to_number(self, arg: Any) -> Any:
+        return arg if isinstance(arg, Decimal) else super()._func_to_number(arg)
+
+    @jmespath.functions.signature({"types": []})
+    def _func_to_string(self, arg: Any) -> Any:
+        return str(arg) if isinstance(arg, Decimal) else super()._func_to_string(arg)
+
+
 BittyFunctions = type(
     "BittyFunctions",
-    (jmespath.functions.Functions,),
+    (DecimalFunctions,),
     {f"_func_{name}": _make_method(name, f, sig) for name, (f, sig) in REGISTRY.items()},
 )
 

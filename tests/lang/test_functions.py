@@ -157,3 +157,18 @@ def test_decimal_of_a_decoded_json_number_is_itself() -> None:
     """A JSON number decoded to a Decimal passes through decimal() unchanged; a non-finite one is null."""
     assert str(to_decimal(Decimal("100473000.00000000"))) == "100473000.00000000"
     assert to_decimal(Decimal("NaN")) is None and to_decimal(Decimal("-Infinity")) is None
+
+
+@pytest.mark.parametrize(("expression", "expected"), [
+    ("type(a)", "number"), ("to_number(a)", Decimal("1.50")), ("to_string(a)", "1.50"), ("max(b)", Decimal("3")),
+    ("sum(b)", Decimal("5.5")), ("sort(b)", [Decimal("0.5"), 2, Decimal("3")]), ("a > `1`", True),
+])
+def test_standard_functions_take_decoded_json_numbers(expression: str, expected: object) -> None:
+    """JMESPath's standard functions treat a JSON number decoded to a Decimal as a number, and
+    keep its digits (to_number used to truncate it to an int), compiled and interpreted alike."""
+    from bitty.lang.expr import compile_expression
+
+    data = {"a": Decimal("1.50"), "b": [Decimal("3"), 2, Decimal("0.5")]}
+    expr = compile_expression(expression)
+    assert expr(data) == expected and expr.interpret(data) == expected
+    assert str(expr(data)) == str(expected)
