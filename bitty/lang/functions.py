@@ -21,6 +21,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ISO_FRACTION = re.compile(r"(\.\d{1,6})\d*")
 
 
+# The most significant digits a price or size may have (bitty.mapping.bounds); the inline
+# ``decimal`` of the mapper's fast path holds to it, so the fast path need not count digits.
+DECIMAL_DIGITS = 40
+
+
 def to_decimal(value: Any) -> Decimal | None:
     """Exact decimal of a JSON string or number; floats go through their shortest repr."""
     if type(value) is str:  # the common case first: exchanges send prices as text

@@ -15,7 +15,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-MAX_DIGITS = 40
+from bitty.lang.functions import DECIMAL_DIGITS
+
+MAX_DIGITS = DECIMAL_DIGITS
 MIN_EXPONENT = -30
 MAX_EXPONENT = 30
 SMALLEST = Decimal(1).scaleb(MIN_EXPONENT)

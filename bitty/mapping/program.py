@@ -167,15 +167,17 @@ def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str, per_f
     line("if symbol is None:")
     line("return None", 1)
     shape = {name: gen.shapes.get(value, ("", {}))[0] for name, value in at.items()}
-    # bitty.mapping.bounds, cheaper: str() holds every digit of a Decimal, so a text of at most
-    # MAX_DIGITS characters has no more digits; a longer one is left to the exact check.
+    # bitty.mapping.bounds, cheaper: at or above the smallest bound is positive, and str()
+    # holds every digit of a Decimal, so a text of at most MAX_DIGITS characters has no more
+    # digits; a longer one is left to the exact check. The inline decimal() already holds to it.
     for name in ("price", "size"):
         value = at[name]
-        bounded = f"not _SMALLEST <= {value} < _LARGEST or len(str({value})) > {MAX_DIGITS}"
-        if shape[name] in ("decimal", "abs"):  # a finite Decimal or None
+        bounded = f"not _SMALLEST <= {value} < _LARGEST"
+        if shape[name] == "decimal":  # a finite Decimal of at most MAX_DIGITS digits, or None
             line(f"if {value} is None or {bounded}:")
         else:
-            line(f"if type({value}) is not _DecimalType or not {value}.is_finite() or {bounded}:")
+            line(f"if type({value}) is not _DecimalType or not {value}.is_finite() or {bounded} "
+                 f"or len(str({value})) > {MAX_DIGITS}:")
         line("return None", 1)
     table = gen.shapes.get(at["side"], ("", {}))[1]
     if shape["side"] == "lookup" and all(v in ("buy", "sell") for v in table.values()):
