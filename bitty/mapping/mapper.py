@@ -17,14 +17,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-import orjson
 from jmespath.exceptions import JMESPathError
 
 from bitty.lang.compiler import compile_record
 from bitty.lang.expr import evaluate_safely
 from bitty.lang.functions import to_text
 from bitty.mapping.bounds import check_amount, check_time, latest_time
-from bitty.mapping.codec import NOT_JSON, DecodeError, loads, plain_json
+from bitty.mapping.codec import NOT_JSON, DecodeError, dumps, loads, plain_json
 from bitty.mapping.program import compile_program
 from bitty.spec.load import MessageKind, Spec
 from bitty.trade import Trade, isoformat
@@ -327,11 +326,11 @@ def derived_id(text: str, occurrence: int) -> str:
 
 
 def _json_text(value: Any) -> str:
-    """A decoded frame as JSON text, for messages. orjson refuses integers past 64 bits, which
-    a hooks decode (not orjson's own loads, which makes them floats) can produce."""
+    """A decoded frame as JSON text, for messages: numbers with their digits (``codec.dumps``);
+    anything JSON cannot hold (a hooks decode may produce it) by its repr."""
     try:
-        return orjson.dumps(value).decode()
-    except TypeError:
+        return dumps(value).decode()
+    except (TypeError, ValueError, OverflowError):
         return json.dumps(value, default=repr)
 
 

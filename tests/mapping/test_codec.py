@@ -101,3 +101,12 @@ def test_the_published_digits_are_stored(db_url: str, text: str) -> None:
         assert [format(t.price, "f") for t in store.read_trades()] == [text, text]
     finally:
         store.close()
+
+
+def test_an_error_frame_shown_as_text_keeps_its_numbers() -> None:
+    """An error kind without a message shows the frame as JSON, its decimals as the digits sent."""
+    mapper = Mapper(SPEC)
+    outcome = mapper.handle(mapper.decode('{"type":"error","code":1.50,"big":123456789012345678901234567890}'),
+                            datetime(2024, 6, 1, tzinfo=UTC), {})
+    assert outcome.kind == "error"
+    assert outcome.message == '{"type":"error","code":1.50,"big":123456789012345678901234567890}'
