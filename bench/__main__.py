@@ -154,12 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench import mapping, reference
     print("\nMapping, decode + map, messages/s (target >= 400k for binance and coinbase)")
     print(f"{'exchange':<16} {'spec mapper':>12} {'exact path':>11} {'hand-written':>13} {'jmespath.search':>16}"
-          f" {'cryptofeed':>11} {'vs hand-written':>16} {'vs cryptofeed':>14}")
+          f" {'cryptofeed':>11} {'vs hand-written':>16} {'vs cryptofeed':>14} {'vs orjson floats':>17}")
     for r in mapping.run(seconds=0.5 if args.quick else 1.5, frames_per_exchange=20_000):
         cf = r["cryptofeed"]
         cryptofeed, ratio = (f"{cf:,.0f}", f"{r['spec mapper'] / cf:.2f}") if cf else ("-", "-")
         print(f"{r['exchange']:<16} {r['spec mapper']:>12,.0f} {r['exact path']:>11,.0f} {r['hand-written']:>13,.0f}"
-              f" {r['jmespath.search']:>16,.0f} {cryptofeed:>11} {r['spec mapper'] / r['hand-written']:>16.2f} {ratio:>14}")
+              f" {r['jmespath.search']:>16,.0f} {cryptofeed:>11} {r['spec mapper'] / r['hand-written']:>16.2f} {ratio:>14}"
+              f" {r['exact decode'] / r['orjson decode']:>17.2f}")
+    print("vs orjson floats: the spec mapper decoding numbers to exact Decimals (msgspec), against the same "
+          "mapper decoding with orjson (numbers to floats), in the same run")
     print(reference.NOTE if reference.FEEDS else reference.MISSING)
 
     tmp = Path(tempfile.mkdtemp(prefix="bitty-bench-"))

@@ -17,6 +17,7 @@ from bench import reference
 from bench.frames import generate, load, native, symbols
 from bitty.engine.dispatch import Dispatcher
 from bitty.lang.functions import OPTIONS, iso_time
+from bitty.mapping import codec
 from bitty.mapping.mapper import Mapper, derive_trade_id
 from bitty.spec.load import Spec
 from bitty.trade import Trade
@@ -103,6 +104,23 @@ def reader(spec: Spec, exchange: str, count: int = 10) -> Callable[[str, datetim
     return read
 
 
+def decoded_with(mapper: Mapper, loads: Callable[[str], Any],
+                 not_json: type[Exception]) -> Callable[[str, datetime], list[Trade]]:
+    """The engine's path with another decode: ``orjson.loads`` (numbers to floats) is the decode
+    before exact decimals, the baseline of their cost."""
+    program, exactly = mapper.program, mapper.handle_exactly
+
+    def read(text: str, received: datetime) -> list[Trade]:
+        try:
+            frame = loads(text)
+        except not_json:
+            frame = text
+        found = program(frame, received, None) if program is not None else None
+        return found[1] if found is not None else exactly(frame, received).trades
+
+    return read
+
+
 def _rate(fn: Callable[[str, datetime], Any], frames: list[str], seconds: float) -> float:
     received = datetime.now(UTC)
     done, started = 0, time.perf_counter()
@@ -128,6 +146,8 @@ def _row(exchange: str, frames: list[str], seconds: float, cryptofeed: float | N
     return {
         "exchange": exchange,
         "spec mapper": _rate(read, frames, seconds),
+        "exact decode": _rate(decoded_with(mapper, codec.loads, codec.DecodeError), frames, seconds),
+        "orjson decode": _rate(decoded_with(mapper, orjson.loads, orjson.JSONDecodeError), frames, seconds),
         # the mapper without its generated fast path (bitty.mapping.program): the step it saves
         "exact path": _rate(lambda f, r, m=mapper: m.handle_exactly(m.decode(f), r), frames, seconds),
         "hand-written": _rate(parse, frames, seconds),

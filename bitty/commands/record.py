@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-
 from bitty.engine.consumer import BaseConsumer
+from bitty.mapping import codec
 from bitty.spec import files as paths
 from bitty.spec.load import find_spec, load_spec
 from bitty.spec.symbols import resolve
@@ -34,8 +33,8 @@ class Recorder:
             line: dict[str, Any] = {"open": data}
         elif event == "send":
             try:
-                line = {"send": orjson.loads(data)}
-            except orjson.JSONDecodeError:
+                line = {"send": codec.loads(data)}  # numbers keep their digits
+            except codec.DecodeError:
                 line = {"send_text": data}
         elif event == "recv":
             self.frames += 1
@@ -44,7 +43,7 @@ class Recorder:
         else:
             line = {"close": data or 1000}
         line["t"] = round(time.monotonic() - self.opened, 6)
-        self.file.write(orjson.dumps(line) + b"\n")
+        self.file.write(codec.dumps(line) + b"\n")
 
 
 async def record(exchange: str, out: Path, symbols: str | None, url: str | None,

@@ -6,7 +6,8 @@ A session is JSON Lines, one event per line:
     {"send": {...}}            the client sends this JSON here (``send_text`` for a text frame);
                                the server waits for the client's next frame and compares.
                                The string "<any>" in an expected value matches anything.
-    {"recv": {...}}            the server sends this JSON as a text frame
+    {"recv": {...}}            the server sends this JSON as a text frame (numbers with the
+                               digits the line gives them: 0.0010 is sent as 0.0010)
     {"recv_text": "..."}       ... this text frame
     {"recv_binary": "b64"}     ... this binary frame (base64)
     "compress": "gzip"         on recv/recv_text: send it compressed, as a binary frame
@@ -26,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiohttp import WSMsgType, web
 
 from bitty.errors import BittyError
+from bitty.mapping import codec
 from bitty.mapping.mapper import compress
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def parse_event(obj: dict[str, Any], where: str) -> Event | None:
     if "send_text" in obj:
         return Event("send", expected=obj["send_text"], data="text", t=t)
     if "recv" in obj or "recv_text" in obj:
-        text = obj["recv_text"] if "recv_text" in obj else orjson.dumps(obj["recv"]).decode()
+        text = obj["recv_text"] if "recv_text" in obj else codec.dumps(obj["recv"]).decode()
         method = obj.get("compress")
         data: str | bytes = compress(text.encode(), method) if method else text
         return Event("recv", data=data, t=t)
@@ -72,9 +73,11 @@ def load_session(path: Path) -> list[Event]:
         if not line.strip():
             continue
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            obj = codec.loads(line)  # numbers keep their digits, as a frame's do
+        except codec.DecodeError as exc:
             raise BittyError(f"{path}:{number}: not JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise BittyError(f"{path}:{number}: a session event is a JSON object, not {type(obj).__name__}")
         event = parse_event(obj, f"{path}:{number}")
         if event is not None:
             events.append(event)
@@ -179,12 +182,12 @@ class ReplayServer:
             actual: Any = msg.data
         else:
             try:
-                actual = orjson.loads(msg.data)
-            except orjson.JSONDecodeError:
+                actual = codec.loads(msg.data)
+            except codec.DecodeError:
                 actual = msg.data
         if not matches(event.expected, actual):
             self.mismatches.append(f"expected the client to send {_show(event.expected)}, got {msg.data}")
 
 
 def _show(value: Any) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+    return value if isinstance(value, str) else codec.dumps(value).decode()

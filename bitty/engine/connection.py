@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import aiohttp
 import orjson
@@ -25,10 +25,10 @@ from bitty.engine.reconnect import HEALTHY_AFTER, Delays, Restart, ServerClosed,
 from bitty.engine.subscribe import Subscription
 from bitty.engine.watchdog import Watchdog
 from bitty.errors import BittyError, ConnectError, ExchangeError
-from bitty.mapping.mapper import FrameTooLarge
+from bitty.mapping.mapper import FrameTooLarge, raw_text
 from bitty.spec.hooks import Hooks, hooks_class
 from bitty.spec.load import Spec
-from bitty.trade import Trade
+from bitty.trade import Quarantined, Trade
 
 logger = logging.getLogger(__name__)
 
@@ -213,9 +213,11 @@ class Connection(Listeners):
         url = self.render_url()
         logger.info("%s : connecting to %s", self.consumer_id, url)
         try:
-            ws = await asyncio.wait_for(session.ws_connect(
-                url, max_msg_size=sub.max_frame_bytes, headers=sub.headers, autoping=False,
-                timeout=aiohttp.ClientWSTimeout(ws_close=2)), timeout=self.connect_timeout)
+            # Text frames arrive as bytes (decode_text=False) and _read decodes them, so a frame
+            # that is not UTF-8 is quarantined instead of failing the connection.
+            ws = cast(aiohttp.ClientWebSocketResponse, await asyncio.wait_for(session.ws_connect(
+                url, max_msg_size=sub.max_frame_bytes, headers=sub.headers, autoping=False, decode_text=False,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2)), timeout=self.connect_timeout))
         except TimeoutError:
             raise ConnectError(f"no websocket handshake within {self.connect_timeout:g}s") from None
         async with ws:
@@ -293,14 +295,24 @@ class Connection(Listeners):
         assert watchdog is not None
         handle = self.frames.handle
         data_types = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
+        text = aiohttp.WSMsgType.TEXT
         while True:
             msg = await ws.receive()
             if msg.type in data_types:
                 now = watchdog.last_data_at = time.monotonic()
                 self.stats.frames += 1
+                data: Any = msg.data
+                if msg.type is text and type(data) is bytes:  # see decode_text=False
+                    try:
+                        data = data.decode()
+                    except UnicodeDecodeError as exc:
+                        self._emit_quarantined(Quarantined(self.exchange_name, self.spec.version if self.spec else 0,
+                                                           f"text frame is not valid UTF-8: {exc}", raw_text(data),
+                                                           _datetime_now(UTC)))
+                        continue
                 if self.on_raw_callbacks:
-                    self._emit_raw("recv", msg.data)
-                result = handle(msg.data, _datetime_now(UTC))
+                    self._emit_raw("recv", data)
+                result = handle(data, _datetime_now(UTC))
                 if isinstance(result, list):
                     self._trades(result, now)
                 elif result is not NOTHING and await self._apply(ws, result, now):

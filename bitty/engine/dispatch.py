@@ -14,9 +14,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from bitty.errors import ExchangeError
+from bitty.mapping import codec
 from bitty.mapping.mapper import FrameTooLarge, Mapper, raw_text
 from bitty.spec.hooks import Hooks
 from bitty.spec.load import Spec
@@ -64,8 +63,8 @@ def decode_text(data: str) -> Any:
         return data
 
 
-_loads = orjson.loads
-_NotJson = orjson.JSONDecodeError
+_loads = codec.loads  # numbers as Decimals of their own digits: no float between socket and row
+_NotJson = codec.DecodeError
 
 
 class Dispatcher:

@@ -27,7 +27,7 @@ from typing import Any
 
 from jmespath.visitor import TreeInterpreter, _equals
 
-from bitty.lang.functions import EPOCH, OPTIONS, PLAIN_EPOCH, REGISTRY
+from bitty.lang.functions import DECIMAL_DIGITS, EPOCH, OPTIONS, PLAIN_EPOCH, REGISTRY, to_decimal
 
 _FUNCTIONS = OPTIONS.custom_functions
 _TABLE: dict[str, dict[str, Any]] = _FUNCTIONS.FUNCTION_TABLE
@@ -51,11 +51,11 @@ class _Expression:
 
 _PYTYPES = {
     "bool": bool, "list": list, "dict": dict, "NoneType": type(None), "str": str, "float": float,
-    "int": int, "OrderedDict": collections.OrderedDict, "_Expression": _Expression,
+    "int": int, "OrderedDict": collections.OrderedDict, "_Expression": _Expression, "Decimal": Decimal,
 }
 _JMES_TYPES = {
     "boolean": ("bool",), "array": ("list",), "object": ("dict", "OrderedDict"), "null": ("NoneType",),
-    "string": ("str",), "number": ("float", "int"), "expref": ("_Expression",),
+    "string": ("str",), "number": ("float", "int", "Decimal"), "expref": ("_Expression",),
 }
 
 
@@ -114,7 +114,7 @@ class Codegen:
         if inline:
             self.consts.update(_Decimal=Decimal, _int_str=str, _fromts=datetime.fromtimestamp, _UTC=UTC,
                                _fromiso=datetime.fromisoformat, _Refused=Refused, _second=_Seconds(),
-                               _MS=_MILLISECONDS, **_EPOCH_TEXT)
+                               _MS=_MILLISECONDS, _short_decimal=_short_decimal, **_EPOCH_TEXT)
         self.functions: list[str] = []
         self.exprefs: list[str] = []
         self._ids = 0
@@ -463,7 +463,9 @@ class Body:
 # Inline forms of bitty's functions (statements setting {out} from {v}, with {exact} the
 # function itself). Each equals the function wherever it does not raise:
 # - Decimal() of text is what ``decimal`` computes, and its only other outcome, a NaN or an
-#   infinity, is refused (``decimal`` gives null for those).
+#   infinity, is refused (``decimal`` gives null for those). Inline, a decimal has at most
+#   DECIMAL_DIGITS digits (a text that long holds no more; a longer one, or a JSON number whose
+#   text is longer, is refused): so the mapper's fast path need not count them again.
 # - Whole non-negative epoch seconds and milliseconds below 4e9 seconds are the instant of
 #   their whole second (``_second``, built once per second) plus the milliseconds: exact, in
 #   half the time of fromtimestamp. For whole microseconds the float quotient is within a
@@ -474,7 +476,8 @@ class Body:
 # - fromisoformat() of a text ending in Z parses what ``iso_time`` parses after its own clean-up
 #   (which only matters for text fromisoformat refuses); a result not in UTC is refused.
 _INLINE = {
-    "decimal": "{out} = _Decimal({v}) if type({v}) is str else {exact}({v})\n"
+    "decimal": "{out} = _Decimal({v}) if type({v}) is str and len({v}) <= " + str(DECIMAL_DIGITS)
+               + " else _short_decimal({v})\n"
                "if {out} is not None and not {out}.is_finite(): raise _Refused",
     "str": "{out} = {v} if type({v}) is str else _int_str({v}) if type({v}) is int else {exact}({v})",
     "epoch_s": "{out} = _second[{v}] if type({v}) is int and 0 <= {v} < 4_000_000_000 "
@@ -510,6 +513,14 @@ _MILLISECONDS = [timedelta(milliseconds=n) for n in range(1000)]
 
 class Refused(Exception):
     """Inline code met a value it leaves to the exact evaluation."""
+
+
+def _short_decimal(value: Any) -> Decimal | None:
+    """``decimal`` of a value, refused when its text is longer than DECIMAL_DIGITS."""
+    number = to_decimal(value)
+    if number is not None and len(str(number)) > DECIMAL_DIGITS:
+        raise Refused
+    return number
 
 
 def _constant_mapping(node: dict[str, Any], root_is_object: bool) -> dict[str, Any] | None:

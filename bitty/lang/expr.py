@@ -16,7 +16,7 @@ import jmespath
 from jmespath import exceptions as jmespath_exceptions
 
 from bitty.lang.compiler import compile_ast
-from bitty.lang.functions import OPTIONS, REGISTRY
+from bitty.lang.functions import OPTIONS, REGISTRY, call_problems
 
 _BUILTIN_FUNCTIONS = {
     name[len("_func_"):]
@@ -64,6 +64,8 @@ class Expr:
         unknown = sorted(_function_names(self._parsed.parsed) - KNOWN_FUNCTIONS)
         if unknown:
             raise ExpressionError(unknown_function(unknown[0]))
+        for problem in call_problems(self._parsed.parsed):
+            raise ExpressionError(f"invalid expression {source!r}: {problem}")
         # ``interpret`` is the jmespath interpreter bound to bitty's functions; ``fn``, what hot
         # paths call, is the same expression compiled to Python (see bitty.lang.compiler).
         self.interpret: Callable[[Any], Any] = functools.partial(self._parsed.search, options=OPTIONS)

@@ -8,16 +8,22 @@ is so wrong that the expression itself is at fault.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jmespath.functions
 
 UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ISO_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+
+# The most significant digits a price or size may have (bitty.mapping.bounds); the inline
+# ``decimal`` of the mapper's fast path holds to it, so the fast path need not count digits.
+DECIMAL_DIGITS = 40
 
 
 def to_decimal(value: Any) -> Decimal | None:
@@ -30,8 +36,8 @@ def to_decimal(value: Any) -> Decimal | None:
         return result if result.is_finite() else None
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, Decimal):
-        return value
+    if isinstance(value, Decimal):  # a JSON number, decoded from its own digits
+        return value if value.is_finite() else None
     if isinstance(value, (int, str)):
         text = value if isinstance(value, str) else str(value)
     elif isinstance(value, float):
@@ -90,8 +96,36 @@ def from_epoch(value: Any, per_second: int) -> datetime | None:
         return None
 
 
-def iso_time(value: Any) -> datetime | None:
-    """UTC datetime of an ISO-8601 text; more than six fraction digits are truncated."""
+class NoZone(ValueError):
+    """An ISO time without a zone, read by an ``iso_time`` that names none: the spec must say
+    which zone the exchange means rather than have bitty guess UTC."""
+
+
+_OFFSET = re.compile(r"([+-])([01][0-9]|2[0-3]):?([0-5][0-9])")
+
+
+@lru_cache(maxsize=64)
+def zone(name: str) -> tzinfo:
+    """The zone ``name`` names: ``UTC``, an offset (``+09:00``) or an IANA name (``Asia/Seoul``)."""
+    if name in ("UTC", "Z", "z"):
+        return UTC
+    offset = _OFFSET.fullmatch(name)
+    if offset is not None:
+        sign, hours, minutes = offset.groups()
+        delta = timedelta(hours=int(hours), minutes=int(minutes))
+        return timezone(-delta if sign == "-" else delta)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}: give an IANA name (Asia/Seoul), UTC or an offset (+09:00)") from None
+
+
+def iso_time(value: Any, zone_name: Any = None) -> datetime | None:
+    """UTC datetime of an ISO-8601 text; more than six fraction digits are truncated.
+
+    A text without a zone is read in ``zone_name`` (``iso_time(x, 'Asia/Seoul')``); without
+    one it raises ``NoZone`` (its record is quarantined), never taken as UTC.
+    """
     if not isinstance(value, str):
         return None
     text = _ISO_FRACTION.sub(r"\1", value.strip(), count=1)
@@ -102,8 +136,36 @@ def iso_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
+        if zone_name is None:
+            raise NoZone(f"time {value!r} has no zone: name the exchange's, e.g. iso_time(x, 'UTC'), "
+                         "iso_time(x, '+09:00') or iso_time(x, 'Asia/Seoul')")
+        if not isinstance(zone_name, str):
+            return None
+        parsed = parsed.replace(tzinfo=zone(zone_name))
     return parsed.astimezone(UTC)
+
+
+def call_problems(ast: dict[str, Any]) -> list[str]:
+    """What is wrong with the calls of bitty's functions in an expression that the JMESPath
+    signatures cannot say: ``iso_time``'s arity and a literal zone that does not exist."""
+    problems: list[str] = []
+    if ast.get("type") == "function_expression" and ast.get("value") == "iso_time":
+        args = ast.get("children", [])
+        if len(args) > 2:
+            problems.append(f"iso_time() takes a text and optionally a zone, not {len(args)} arguments")
+        elif len(args) == 2 and args[1].get("type") == "literal":
+            name = args[1].get("value")
+            if not isinstance(name, str):
+                problems.append(f"iso_time()'s zone must be a text such as 'Asia/Seoul' or '+09:00', not {name!r}")
+            else:
+                try:
+                    zone(name)
+                except ValueError as exc:
+                    problems.append(str(exc))
+    for child in ast.get("children", []):
+        if isinstance(child, dict):
+            problems += call_problems(child)
+    return problems
 
 
 def lookup(value: Any, mapping: Any) -> Any:
@@ -115,7 +177,7 @@ def lookup(value: Any, mapping: Any) -> Any:
 
 def decimal_abs(value: Any) -> Decimal | None:
     number = to_decimal(value)
-    return None if number is None else abs(number)
+    return None if number is None else number.copy_abs()  # abs() would round to 28 digits
 
 
 @lru_cache(maxsize=256)
@@ -160,7 +222,7 @@ def concat(*values: Any) -> str | None:
 REGISTRY: dict[str, Any] = {
     "decimal": (to_decimal, [{"types": []}]),
     "abs": (decimal_abs, [{"types": []}]),
-    "iso_time": (iso_time, [{"types": []}]),
+    "iso_time": (iso_time, [{"types": [], "variadic": True}]),  # (text[, zone]): see call_problems
     "epoch_s": (lambda v: from_epoch(v, 1), [{"types": []}]),
     "epoch_ms": (lambda v: from_epoch(v, 1_000), [{"types": []}]),
     "epoch_us": (lambda v: from_epoch(v, 1_000_000), [{"types": []}]),
@@ -185,9 +247,36 @@ def _make_method(name: str, func: Any, signature: list[dict[str, Any]]) -> Any:
     return method
 
 
+class DecimalFunctions(jmespath.functions.Functions):
+    """JMESPath's standard functions, with a ``Decimal`` (how frames decode JSON numbers) a
+    number like any other: ``type`` says number, ``max``/``sum``/``sort`` take it, and
+    ``to_number``/``to_string`` keep its digits."""
+
+    def _get_allowed_pytypes(self, types: Any) -> Any:
+        allowed, subtypes = super()._get_allowed_pytypes(types)
+        if "float" in allowed:
+            allowed = [*allowed, "Decimal"]
+        return allowed, [(*sub, "Decimal") if "float" in sub else sub for sub in subtypes]
+
+    def _convert_to_jmespath_type(self, pyobject: Any) -> Any:
+        return "number" if pyobject == "Decimal" else super()._convert_to_jmespath_type(pyobject)
+
+    @jmespath.functions.signature({"types": []})
+    def _func_type(self, arg: Any) -> Any:
+        return "number" if isinstance(arg, Decimal) else super()._func_type(arg)
+
+    @jmespath.functions.signature({"types": []})
+    def _func_to_number(self, arg: Any) -> Any:
+        return arg if isinstance(arg, Decimal) else super()._func_to_number(arg)
+
+    @jmespath.functions.signature({"types": []})
+    def _func_to_string(self, arg: Any) -> Any:
+        return str(arg) if isinstance(arg, Decimal) else super()._func_to_string(arg)
+
+
 BittyFunctions = type(
     "BittyFunctions",
-    (jmespath.functions.Functions,),
+    (DecimalFunctions,),
     {f"_func_{name}": _make_method(name, f, sig) for name, (f, sig) in REGISTRY.items()},
 )
 

@@ -17,12 +17,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-import orjson
 from jmespath.exceptions import JMESPathError
 
 from bitty.lang.compiler import compile_record
 from bitty.lang.expr import evaluate_safely
 from bitty.lang.functions import to_text
+from bitty.mapping.bounds import check_amount, check_time, latest_time
+from bitty.mapping.codec import NOT_JSON, DecodeError, dumps, loads, plain_json
 from bitty.mapping.program import compile_program
 from bitty.spec.load import MessageKind, Spec
 from bitty.trade import Trade, isoformat
@@ -128,19 +129,24 @@ class Mapper:
         return found if found is not None else self._to_normalized(native)
 
     def decode(self, data: str | bytes) -> Any:
-        """Decoded JSON of a frame; a text frame that is not JSON is its string.
+        """Decoded JSON of a frame, numbers with their own digits (``bitty.mapping.codec``); a
+        text frame that is not JSON is its string.
 
         Raises ValueError (with the reason) for binary frames that are not JSON.
         """
         if isinstance(data, bytes):
+            if self.spec.compression == "auto":  # a binary frame may be plain JSON already
+                frame = plain_json(data)
+                if frame is not NOT_JSON:
+                    return frame
             data = decompress(data, self.spec.compression, self.spec.max_frame_bytes)
             try:
-                return orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
+                return loads(data)
+            except DecodeError as exc:
                 raise ValueError(f"binary frame is not JSON after decompression: {exc}") from None
         try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
+            return loads(data)
+        except DecodeError:
             return data
 
     def handle(self, frame: Any, received_at: datetime, channels: dict[str, str] | None = None) -> Outcome:
@@ -254,11 +260,17 @@ class Mapper:
             if symbol is None:
                 return f"cannot normalize symbol {native!r}"
         price = values[at.price]
-        if type(price) is not Decimal or not price.is_finite() or price <= 0:
+        if type(price) is not Decimal:
             return f"price is missing or not a positive number: {price!r}"
+        reason = check_amount(price)
+        if reason is not None:
+            return f"price {reason}"
         size = values[at.size]
-        if type(size) is not Decimal or not size.is_finite() or size <= 0:
+        if type(size) is not Decimal:
             return f"size is missing or not a positive number: {size!r}"
+        reason = check_amount(size)
+        if reason is not None:
+            return f"size {reason}"
         raw_side = values[at.side]
         side = SIDES.get(raw_side) if isinstance(raw_side, str) else None
         if side is None:
@@ -266,15 +278,19 @@ class Mapper:
         moment = values[at.time]
         if not isinstance(moment, datetime):
             return f"time is missing or unreadable: {moment!r}"
-        raw_id = None if at.trade_id is None else values[at.trade_id]
-        if raw_id is None:
+        reason = check_time(moment, latest_time(received_at))
+        if reason is not None:
+            return f"time {reason}"
+        if at.trade_id is None:  # the spec says the exchange publishes no ids (trade_ids: none)
             text = trade_text(moment, price, size, side)
             seen[symbol, text] = n = seen.get((symbol, text), 0) + 1
             trade_id = derived_id(text, n)
         else:
+            raw_id = values[at.trade_id]
             trade_id = raw_id if type(raw_id) is str else to_text(raw_id)  # type: ignore[assignment]
             if not trade_id:
-                return f"trade_id is empty or not a scalar: {raw_id!r}"
+                return (f"trade_id is missing, empty or not a scalar ({raw_id!r}); the exchange publishes trade "
+                        f"ids (trade_ids: {self.spec.trade_ids}), so none is made up")
         return Trade(exchange, symbol, trade_id, price, size, side, moment, received_at)
 
 
@@ -310,11 +326,11 @@ def derived_id(text: str, occurrence: int) -> str:
 
 
 def _json_text(value: Any) -> str:
-    """A decoded frame as JSON text, for messages. orjson refuses integers past 64 bits, which
-    a hooks decode (not orjson's own loads, which makes them floats) can produce."""
+    """A decoded frame as JSON text, for messages: numbers with their digits (``codec.dumps``);
+    anything JSON cannot hold (a hooks decode may produce it) by its repr."""
     try:
-        return orjson.dumps(value).decode()
-    except TypeError:
+        return dumps(value).decode()
+    except (TypeError, ValueError, OverflowError):
         return json.dumps(value, default=repr)
 
 

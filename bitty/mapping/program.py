@@ -24,6 +24,7 @@ from typing import Any
 from bitty.lang.compiler import FALSY, Body, Codegen
 from bitty.lang.expr import root_names
 from bitty.lang.functions import to_text
+from bitty.mapping.bounds import AHEAD, EARLIEST, LARGEST, MAX_DIGITS, SMALLEST
 from bitty.spec.model import MessageKind, Spec
 from bitty.trade import Trade
 
@@ -59,8 +60,9 @@ def _compile(spec: Spec, kinds: list[MessageKind], exchange: str, known: dict[st
              trade_text: Callable[..., str], derived_id: Callable[[str, int], str]) -> Program:
     gen = Codegen(inline=True)
     gen.consts.update(_known=known, _exchange=exchange, _SIDES=sides, _trade_text=trade_text, _derived_id=derived_id,
-                      _Trade=Trade, _DecimalType=Decimal, _ZERO=Decimal(0), _datetime=datetime, _to_text=to_text)
-    lines = ["def _program(frame, received_at, channels):", "    try:"]
+                      _Trade=Trade, _DecimalType=Decimal, _ZERO=Decimal(0), _datetime=datetime, _to_text=to_text,
+                      _SMALLEST=SMALLEST, _LARGEST=LARGEST, _EARLIEST=EARLIEST, _AHEAD=AHEAD)
+    lines = ["def _program(frame, received_at, channels):", "    try:", "        latest = received_at + _AHEAD"]
     checks: list[tuple[Any, MessageKind | None]] = []
     if spec.pong is not None:
         checks.append((spec.pong.match, None))
@@ -165,12 +167,17 @@ def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str, per_f
     line("if symbol is None:")
     line("return None", 1)
     shape = {name: gen.shapes.get(value, ("", {}))[0] for name, value in at.items()}
+    # bitty.mapping.bounds, cheaper: at or above the smallest bound is positive, and str()
+    # holds every digit of a Decimal, so a text of at most MAX_DIGITS characters has no more
+    # digits; a longer one is left to the exact check. The inline decimal() already holds to it.
     for name in ("price", "size"):
         value = at[name]
-        if shape[name] in ("decimal", "abs"):  # a finite Decimal or None
-            line(f"if {value} is None or {value} <= _ZERO:")
+        bounded = f"not _SMALLEST <= {value} < _LARGEST"
+        if shape[name] == "decimal":  # a finite Decimal of at most MAX_DIGITS digits, or None
+            line(f"if {value} is None or {bounded}:")
         else:
-            line(f"if type({value}) is not _DecimalType or not {value}.is_finite() or {value} <= _ZERO:")
+            line(f"if type({value}) is not _DecimalType or not {value}.is_finite() or {bounded} "
+                 f"or len(str({value})) > {MAX_DIGITS}:")
         line("return None", 1)
     table = gen.shapes.get(at["side"], ("", {}))[1]
     if shape["side"] == "lookup" and all(v in ("buy", "sell") for v in table.values()):
@@ -184,6 +191,8 @@ def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str, per_f
     else:
         line(f"if not isinstance({at['time']}, _datetime):")
     line("return None", 1)
+    line(f"if not _EARLIEST <= {at['time']} <= latest:")  # raises for a naive time: the exact path says why
+    line("return None", 1)
     derive: tuple[str, ...] = (f"text = _trade_text({at['time']}, {at['price']}, {at['size']}, side)",
                                "seen[symbol, text] = n = seen.get((symbol, text), 0) + 1",
                                "trade_id = _derived_id(text, n)")
@@ -192,18 +201,14 @@ def _record_code(gen: Codegen, kind: MessageKind, depth: int, finish: str, per_f
     if "trade_id" not in at:
         for text in derive:
             line(text)
-    else:
+    else:  # a record without its id is the exact path's to quarantine: none is made up
         raw = at["trade_id"]
-        line(f"if {raw} is None:")
-        for text in derive:
-            line(text, 1)
-        line("else:")
         if shape["trade_id"] == "str":
-            line(f"trade_id = {raw}", 1)
+            line(f"trade_id = {raw}")
         else:
-            line(f"trade_id = {raw} if type({raw}) is str else _to_text({raw})", 1)
-        line("if not trade_id:", 1)
-        line("return None", 2)
+            line(f"trade_id = {raw} if type({raw}) is str else _to_text({raw})")
+        line("if not trade_id:")
+        line("return None", 1)
     line(finish.format(f"_Trade(_exchange, symbol, trade_id, {at['price']}, {at['size']}, side, {at['time']}, "
                        "received_at)"))
     return lines

@@ -141,6 +141,7 @@ class _Builder:
         if hooks:
             self.check_hooks(hooks, file.parent)
         rest_trades = self.rest_trades(raw["rest"].get("trades") if "rest" in raw else None)
+        trade_ids = self.trade_ids(raw, messages)
         if len(self.report.problems) > problems_before or url is None or rules is None:
             return None
         return Spec(
@@ -168,7 +169,7 @@ class _Builder:
             hooks=hooks,
             description=raw["description"],
             docs=raw["docs"],
-            trade_ids=raw["trade_ids"],
+            trade_ids=trade_ids,
             rest_trades=rest_trades,
         )
 
@@ -275,6 +276,25 @@ class _Builder:
             self.report.add(["messages"],
                             "a trade kind reads a channel, but no kind of type 'channel' assigns channels to symbols")
         return tuple(out)
+
+    def trade_ids(self, raw: dict[str, Any], messages: tuple[MessageKind, ...]) -> str:
+        """What the spec says of the exchange's trade ids. Unset: ``opaque`` where the trade kinds
+        map a trade_id, ``none`` (bitty derives ids) where none does."""
+        kinds = [k for k in messages if k.type == "trade"]
+        without = [k.name for k in kinds if not any(name == "trade_id" for name, _ in k.fields)]
+        declared = raw.get("trade_ids")
+        if declared is None:
+            return "none" if kinds and len(without) == len(kinds) else "opaque"
+        if declared == "none" and len(without) < len(kinds):
+            mapped = next(k.name for k in kinds if k.name not in without)
+            self.report.add(["messages", mapped, "fields", "trade_id"],
+                            "trade_ids: none says the exchange publishes no trade ids, but this kind maps one; "
+                            "remove fields.trade_id or set trade_ids: opaque")
+        elif declared != "none" and without:
+            self.report.add(["messages", without[0], "fields"],
+                            f"no trade_id, but trade_ids: {declared} says the exchange publishes trade ids; map "
+                            "fields.trade_id, or set trade_ids: none if it publishes none (bitty then derives ids)")
+        return str(declared)
 
     def check_timeouts(self, heartbeat: dict[str, Any] | None, trade_timeout: float | None,
                        idle_timeout: float, keepalive: Keepalive | None) -> None:

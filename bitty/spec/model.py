@@ -122,5 +122,5 @@ class Spec:
     hooks: str | None
     description: str
     docs: str
-    trade_ids: str  # opaque | sequential
+    trade_ids: str  # opaque | sequential | none (the exchange publishes none: derived)
     rest_trades: RestTrades | None

@@ -102,3 +102,73 @@ def test_isoformat_by_the_second_is_isoformat(moment: datetime, zone: timezone |
     moment = moment.replace(tzinfo=zone)
     assert isoformat(moment) == moment.isoformat()
     assert isoformat(moment.replace(microsecond=0)) == moment.replace(microsecond=0).isoformat()
+
+
+def test_iso_time_without_a_zone_names_the_fix() -> None:
+    """A local time with no zone is not taken as UTC: iso_time raises with how to name the zone."""
+    from bitty.lang.functions import NoZone
+
+    with pytest.raises(NoZone, match=r"has no zone.*iso_time\(x, 'Asia/Seoul'\)"):
+        iso_time("2024-01-02T12:00:00")
+    with pytest.raises(NoZone):
+        search("iso_time(t)", {"t": "2024-01-02 12:00:00.123"})
+
+
+@pytest.mark.parametrize(("zone", "expected_hour"), [
+    ("Asia/Seoul", 3), ("+09:00", 3), ("+0900", 3), ("-05:30", 17), ("UTC", 12), ("Z", 12), ("America/New_York", 17),
+])
+def test_iso_time_reads_local_time_in_the_named_zone(zone: str, expected_hour: int) -> None:
+    """iso_time(x, zone) reads a zone-less text in an IANA zone or at an offset; New York in
+    January is UTC-5. A text that carries its own zone keeps it."""
+    moment = search(f"iso_time(t, '{zone}')", {"t": "2024-01-02T12:00:00"})
+    assert isinstance(moment, datetime) and moment.tzinfo is UTC
+    assert (moment.hour, moment.minute) == (expected_hour, 30 if zone == "-05:30" else 0)
+    assert search(f"iso_time(t, '{zone}')", {"t": "2024-01-02T12:00:00Z"}) == datetime(2024, 1, 2, 12, tzinfo=UTC)
+
+
+def test_iso_time_with_a_zone_that_is_not_text_gives_null() -> None:
+    """A zone read from the frame that is not text is a bad value: null, as for any bad input."""
+    assert search("iso_time(t, z)", {"t": "2024-01-02T12:00:00", "z": 9}) is None
+
+
+@pytest.mark.parametrize(("expression", "message"), [
+    ("iso_time(t, 'Asia/Soul')", "unknown time zone 'Asia/Soul'"),
+    ("iso_time(t, '+25:00')", r"unknown time zone '\+25:00'"),
+    ("iso_time(t, `9`)", "zone must be a text"),
+    ("iso_time(t, 'UTC', 'x')", "takes a text and optionally a zone, not 3 arguments"),
+    ("[iso_time(t, 'Mars/Olympus')]", "unknown time zone 'Mars/Olympus'"),
+])
+def test_iso_time_mistakes_fail_when_the_expression_compiles(expression: str, message: str) -> None:
+    """A literal zone that does not exist, or a call with too many arguments, is an expression error."""
+    from bitty.lang.expr import ExpressionError, compile_expression
+
+    with pytest.raises(ExpressionError, match=message):
+        compile_expression(expression)
+
+
+def test_abs_keeps_every_digit() -> None:
+    """abs() is exact for 40 digits (Decimal's abs() would round to the context's 28)."""
+    text = "-1234567890.123456789012345678901234567890"
+    assert str(search("abs(v)", {"v": text})) == text[1:]
+    assert str(search("abs(v)", {"v": Decimal(text)})) == text[1:]
+
+
+def test_decimal_of_a_decoded_json_number_is_itself() -> None:
+    """A JSON number decoded to a Decimal passes through decimal() unchanged; a non-finite one is null."""
+    assert str(to_decimal(Decimal("100473000.00000000"))) == "100473000.00000000"
+    assert to_decimal(Decimal("NaN")) is None and to_decimal(Decimal("-Infinity")) is None
+
+
+@pytest.mark.parametrize(("expression", "expected"), [
+    ("type(a)", "number"), ("to_number(a)", Decimal("1.50")), ("to_string(a)", "1.50"), ("max(b)", Decimal("3")),
+    ("sum(b)", Decimal("5.5")), ("sort(b)", [Decimal("0.5"), 2, Decimal("3")]), ("a > `1`", True),
+])
+def test_standard_functions_take_decoded_json_numbers(expression: str, expected: object) -> None:
+    """JMESPath's standard functions treat a JSON number decoded to a Decimal as a number, and
+    keep its digits (to_number used to truncate it to an int), compiled and interpreted alike."""
+    from bitty.lang.expr import compile_expression
+
+    data = {"a": Decimal("1.50"), "b": [Decimal("3"), 2, Decimal("0.5")]}
+    expr = compile_expression(expression)
+    assert expr(data) == expected and expr.interpret(data) == expected
+    assert str(expr(data)) == str(expected)
