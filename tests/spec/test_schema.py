@@ -72,7 +72,6 @@ CARRIED: dict[str, Callable[[Spec], Any]] = {
     "$.compression": lambda s: s.compression,
     "$.messages.*.log": lambda s: _kind(s, "ack").log,
     "$.messages.*.fatal": lambda s: _kind(s, "error").fatal,
-    "$.trade_ids": lambda s: s.trade_ids,
     "$.rest.trades.paginate.by": lambda s: s.rest_trades.paginate,  # type: ignore[union-attr]
     "$.rest.trades.paginate.max_pages": lambda s: s.rest_trades.max_pages,  # type: ignore[union-attr]
     "$.rest.trades.rate.per_second": lambda s: s.rest_trades.per_second,  # type: ignore[union-attr]
