@@ -29,6 +29,7 @@ from bitty.spec.model import (
     Keepalive,
     MessageKind,
     Pong,
+    RestLatest,
     RestTrades,
     Spec,
     Subscribe,
@@ -139,6 +140,7 @@ class _Builder:
         if hooks:
             self.check_hooks(hooks)
         rest_trades = self.rest_trades(raw.get("rest", {}).get("trades"))
+        rest_latest = self.rest_latest(raw.get("rest", {}).get("latest"))
         if len(self.report.problems) > problems_before or url is None or rules is None:
             return None
         return Spec(
@@ -168,6 +170,7 @@ class _Builder:
             docs=raw.get("docs", ""),
             trade_ids=raw.get("trade_ids", "opaque"),
             rest_trades=rest_trades,
+            rest_latest=rest_latest,
         )
 
     def symbol_rules(self, raw: dict[str, Any]) -> SymbolRules | None:
@@ -219,6 +222,19 @@ class _Builder:
                           paginate=by, cursor=self.expr(p + ["paginate", "cursor"], paginate.get("cursor")),
                           page_size=paginate.get("page_size"), max_pages=int(paginate.get("max_pages", 100)),
                           per_second=float(rate.get("per_second", 1)), retries=int(rate.get("retries", 5)))
+
+    def rest_latest(self, raw: dict[str, Any] | None) -> RestLatest | None:
+        if raw is None:
+            return None
+        p = ["rest", "latest"]
+        url = self.template(p + ["url"], raw["url"], {"symbol"})
+        records = self.expr(p + ["records"], raw["records"])
+        trade_id = self.expr(p + ["fields", "trade_id"], raw["fields"].get("trade_id"))
+        time = self.expr(p + ["fields", "time"], raw["fields"].get("time"))
+        if url is None or records is None or (trade_id is None and time is None):
+            return None
+        return RestLatest(url, records, trade_id, time, error=self.expr(p + ["error"], raw.get("error")),
+                          timeout=float(raw.get("timeout", 10)))
 
     def heartbeat(self, raw: dict[str, Any] | None, sub_vars: set[str]) -> Heartbeat | None:
         if raw is None:

@@ -90,6 +90,19 @@ class RestTrades:
     retries: int = 5
 
 
+@dataclass(frozen=True)
+class RestLatest:
+    """``rest.latest``: a symbol's latest trade on the exchange, asked when the symbol is silent
+    on an exchange without heartbeats (see bitty/engine/liveness.py)."""
+
+    url: Template
+    records: Expr
+    trade_id: Expr | None
+    time: Expr | None
+    error: Expr | None = None
+    timeout: float = 10.0
+
+
 REST_TRADES_VARS = {"symbol", "after_id", "from_id", "to_id", "from_s", "from_ms", "from_ns", "to_s", "to_ms", "cursor"}
 
 
@@ -121,3 +134,4 @@ class Spec:
     docs: str = ""
     trade_ids: str = "opaque"  # opaque | sequential
     rest_trades: RestTrades | None = None
+    rest_latest: RestLatest | None = None
