@@ -188,15 +188,15 @@ class Watchdog:
         """A reason to restart the connection now, a ``Check`` to make first, or None while it
         is healthy."""
         reason = self.liveness.check(now)
+        max_age = self.max_age
+        aged = max_age is not None and max_age > 0 and now - self.opened > max_age - max_age_margin(max_age)
         if reason is None and now - self.last_data_at > self.idle_timeout:
             reason = f"no frame for {self.idle_timeout:g}s"
-            if self.latest_checks:  # ask first; on_latest or on_latest_failed gives the verdict
-                check = self._check(now, reason)
-                if check is not None:
-                    return check
-                reason = None
-        max_age = self.max_age
-        if reason is None and max_age and now - self.opened > max_age - max_age_margin(max_age):
+            if self.latest_checks and not aged:
+                # Ask first: on_latest or on_latest_failed gives the verdict (None: every silent
+                # symbol is vouched for or being asked about).
+                return self._check(now, reason)
+        if reason is None and aged:
             reason = f"connection is {now - self.opened:.0f}s old; the exchange closes it at {max_age:g}s"
         return reason
 
