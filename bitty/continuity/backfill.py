@@ -111,7 +111,7 @@ class Backfiller:
         if not any(name == "symbol" for name, _ in fields):
             fields = (("symbol", compile_expression(f"`{orjson.dumps(native).decode()}`")), *fields)
         kind = MessageKind("rest.trades", "trade", compile_expression("`true`"), records=rest.records,
-                           fields=fields)
+                           channel=None, fields=fields, symbol=None, message=None, fatal=False, log="")
         spec = dataclasses.replace(self.spec, messages=(kind,), pong=None, heartbeat=None)
         return Mapper(spec, self.exchange)
 
