@@ -177,7 +177,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         consumer = BaseConsumer(symbols, url=options.urls.get(spec.name, options.url), spec=spec,
                                 reconnect=options.reconnect, backoff_initial=options.backoff_initial,
                                 bootstrap_url=options.bootstrap_urls.get(spec.name),
-                                handover=spec.max_age is not None)
+                                handover=spec.max_age is not None, rest_url=options.rest_urls.get(spec.name))
         consumer.on_trade(writer.put)
         consumer.on_quarantine(writer.quarantine)
         keeper.attach(consumer)

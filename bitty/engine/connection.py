@@ -21,9 +21,10 @@ import orjson
 from bitty.engine import keepalive
 from bitty.engine.dispatch import NOTHING, Actions, Dispatcher, Result
 from bitty.engine.events import Listeners, Stats
+from bitty.engine.liveness import Fetch, LatestFetcher
 from bitty.engine.reconnect import HEALTHY_AFTER, Delays, Restart, ServerClosed, classify
 from bitty.engine.subscribe import Subscription
-from bitty.engine.watchdog import Watchdog
+from bitty.engine.watchdog import Check, Watchdog
 from bitty.errors import BittyError, ConnectError, ExchangeError
 from bitty.mapping.mapper import FrameTooLarge, raw_text
 from bitty.spec.hooks import Hooks, hooks_class
@@ -84,7 +85,8 @@ class Connection(Listeners):
 
     def __init__(self, product_ids: list[str], url: str | None = None, loop: Any = None, *,
                  spec: Spec | None = None, reconnect: bool = True, backoff_initial: float = 1.0,
-                 backoff_cap: float = 60.0, bootstrap_url: str | None = None, handover: bool = False) -> None:
+                 backoff_cap: float = 60.0, bootstrap_url: str | None = None, handover: bool = False,
+                 rest_url: str | None = None, latest: Fetch | None = None) -> None:
         self.product_ids = list(product_ids)
         self.loop = loop
         self.spec = spec
@@ -114,6 +116,13 @@ class Connection(Listeners):
         else:
             self.hooks = Hooks.__new__(Hooks)  # the original API: no hooks, their no-op defaults
         self.subscription: Sends = self._subscription(url, bootstrap_url)
+        # rest.latest: where the spec has it, a silent connection is checked against the
+        # exchange's REST before a restart; off when the websocket is redirected (a replay, a
+        # local exchange) without a REST URL: the real REST never saw that stream.
+        self.latest: Fetch | None = latest
+        if latest is None and spec is not None and spec.rest_latest is not None and (url is None or rest_url):
+            self.latest = LatestFetcher(spec, rest_url)
+        self._session: aiohttp.ClientSession | None = None
         self.frames: Frames = self._frames()
 
     # --- what a subclass may replace (bitty.engine.legacy) ---------------------------------
@@ -148,7 +157,8 @@ class Connection(Listeners):
             heartbeat_timeout=self.heartbeat_timeout if self.enable_heartbeat else None,
             trade_timeout=self.trade_timeout if trade_ids else None,
             per_symbol_heartbeat=per_symbol, trades_count=trades_count,
-            idle_timeout=self.idle_timeout, max_age=self.max_age)
+            idle_timeout=self.idle_timeout, max_age=self.max_age, latest_checks=self.latest is not None,
+            sequential_ids=self.spec is not None and self.spec.trade_ids == "sequential")
 
     def render_url(self) -> str:
         return self.subscription.url()
@@ -159,6 +169,7 @@ class Connection(Listeners):
         """Connect and keep consuming until ``stop()``, reconnecting with backoff."""
         delays = Delays(self.backoff_initial, self.backoff_cap)
         async with aiohttp.ClientSession() as session:
+            self._session = session
             while not self.terminated:
                 started = time.monotonic()
                 frames_before = self.stats.frames
@@ -251,7 +262,8 @@ class Connection(Listeners):
         try:
             await self._subscribe(ws)
             assert self.watchdog is not None
-            self.watchdog.restart_clock(time.monotonic())  # nothing was due before the subscriptions
+            # nothing was due before the subscriptions
+            self.watchdog.restart_clock(time.monotonic(), _datetime_now(UTC))
             self._emit_event("connected", url)
             helpers = [self._watch(ws)]
             sub = self.subscription
@@ -280,9 +292,39 @@ class Connection(Listeners):
         """Ask the watchdog for its verdict every tick; close the socket when it has one."""
         watchdog = self.watchdog
         assert watchdog is not None
-        while True:
-            await asyncio.sleep(watchdog.tick)
-            reason = watchdog.verdict(time.monotonic())
+        checks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await asyncio.sleep(watchdog.tick)
+                reason = watchdog.verdict(time.monotonic())
+                if isinstance(reason, Check):
+                    task = asyncio.create_task(self._check_latest(ws, reason))
+                    checks.add(task)
+                    task.add_done_callback(checks.discard)
+                elif reason is not None:
+                    self._restart_reason = reason
+                    await ws.close()
+                    return
+        finally:
+            for task in checks:
+                task.cancel()
+
+    async def _check_latest(self, ws: aiohttp.ClientWebSocketResponse, check: Check) -> None:
+        """Ask the exchange's REST for the latest trade of each silent symbol, one at a time
+        (each bounded by rest.latest.timeout), and hand the answers to the watchdog."""
+        watchdog, fetch, session = self.watchdog, self.latest, self._session
+        assert watchdog is not None and fetch is not None and session is not None
+        for symbol in check.symbols:
+            try:
+                latest = await fetch(session, symbol)
+            except Exception as exc:  # LatestError, or an injected fetcher's own failure
+                reason: str | None = watchdog.on_latest_failed(symbol, str(exc), time.monotonic())
+                logger.warning("%s : %s: cannot check the latest trade: %s", self.consumer_id, symbol, exc)
+            else:
+                reason = watchdog.on_latest(symbol, latest.trade_id, latest.time, time.monotonic())
+                if reason is None:
+                    logger.debug("%s : %s: quiet market (the exchange's latest trade is %s)",
+                                 self.consumer_id, symbol, latest.trade_id or latest.time)
             if reason is not None:
                 self._restart_reason = reason
                 await ws.close()
@@ -335,14 +377,14 @@ class Connection(Listeners):
         only, callbacks = self._sync_callback, self.on_trade_callbacks
         if only is not None and len(callbacks) == 1 and callbacks[0] is only:
             for trade in trades:
-                on_trade(trade.symbol, trade.trade_id, now)
+                on_trade(trade.symbol, trade.trade_id, now, trade.time)
                 try:
                     only(trade)
                 except Exception:  # a failing callback must not stop the stream
                     self._callback_failed(only)
         else:
             for trade in trades:
-                on_trade(trade.symbol, trade.trade_id, now)
+                on_trade(trade.symbol, trade.trade_id, now, trade.time)
             self._emit_trades(trades)
         self.stats.trades += len(trades)
         # the original status view: once per frame, its last trade

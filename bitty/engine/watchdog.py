@@ -9,7 +9,12 @@ the socket with the reason. A stream is restarted when
   heartbeat intervals), or after ``heartbeat_timeout`` of such reports in any case, or
 - no trade arrived within ``trade_timeout`` and the latest heartbeat does not vouch for the quiet
   (its last trade id is not the last one we received), or
-- no data frame arrived within ``idle_timeout`` (protocol pings and pongs are not data), or
+- no data frame arrived within ``idle_timeout`` (protocol pings and pongs are not data) and,
+  where the spec declares ``rest.latest`` (exchanges without heartbeats), the exchange's REST
+  does not vouch for the quiet: the verdict is then a ``Check`` of the silent symbols, the
+  connection fetches their latest trades and ``on_latest`` judges each answer (a newer trade
+  there than here is a dead subscription; the same is a quiet market, vouched for another
+  ``idle_timeout``; no answer falls back to the idle restart), or
 - the connection nears the exchange's forced disconnect (``connection.max_age``, less
   ``max_age_margin``) and nobody hands it over.
 A market that simply does not trade is never restarted while its heartbeats say so.
@@ -18,6 +23,7 @@ A market that simply does not trade is never restarted while its heartbeats say 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 CONNECTION = ""  # the key of connection-wide heartbeats
 
@@ -38,6 +44,19 @@ class SymbolState:
     baseline_trade_id: str | None = None  # heartbeat's id before we received any trade
     unseen_since: float | None = None
     unseen_beats: int = 0  # heartbeats in a row reporting an unseen trade, no trade between them
+    last_trade_time: datetime | None = None  # the exchange's time of last_trade_id
+    vouched_at: float | None = None  # the exchange's REST said the symbol is quiet (rest.latest)
+    checking_since: float | None = None  # a REST check of the latest trade is out
+    rest_baseline: tuple[str | None, datetime | None] | None = None  # REST's latest before any trade here
+
+
+@dataclass(frozen=True)
+class Check:
+    """A verdict that is a question: fetch the exchange's latest trade of ``symbols`` and answer
+    with ``Watchdog.on_latest`` (or ``on_latest_failed``). ``reason`` is the restart it defers."""
+
+    symbols: tuple[str, ...]
+    reason: str
 
 
 class Liveness:
@@ -58,12 +77,13 @@ class Liveness:
         for state in (self.connection, *self.symbols.values()):
             state.started = now
 
-    def on_trade(self, symbol: str, trade_id: str, now: float) -> None:
+    def on_trade(self, symbol: str, trade_id: str, now: float, time: datetime | None = None) -> None:
         state = self.symbols.get(symbol)
         if state is None:
             state = self.symbols[symbol] = SymbolState(now)
         state.last_trade_at = now
         state.last_trade_id = trade_id
+        state.last_trade_time = time
         state.unseen_beats = 0  # trades are flowing: the subscription is alive
         if state.heartbeat_trade_id == trade_id:
             state.unseen_since = None
@@ -142,7 +162,8 @@ class Watchdog:
 
     def __init__(self, symbols: list[str], now: float, *, heartbeat_timeout: float | None,
                  trade_timeout: float | None, per_symbol_heartbeat: bool = False, trades_count: bool = False,
-                 idle_timeout: float, max_age: float | None = None) -> None:
+                 idle_timeout: float, max_age: float | None = None, latest_checks: bool = False,
+                 sequential_ids: bool = False) -> None:
         self.liveness = Liveness(symbols, now, heartbeat_timeout, trade_timeout, per_symbol_heartbeat, trades_count)
         self.on_trade = self.liveness.on_trade
         self.on_heartbeat = self.liveness.on_heartbeat
@@ -150,19 +171,98 @@ class Watchdog:
         self.max_age = max_age
         self.opened = now
         self.last_data_at = now
+        # rest.latest: a silent connection is checked against the exchange's REST before a restart
+        self.latest_checks = latest_checks
+        self.sequential_ids = sequential_ids  # trade ids are integers growing per trade
+        self.subscribed_at: datetime | None = None  # wall clock when the subscriptions completed
         timeouts = [t for t in (heartbeat_timeout, trade_timeout) if t]
         self.tick = max(0.05, min([*timeouts, idle_timeout]) / 4)  # how often verdict is asked
 
-    def restart_clock(self, now: float) -> None:
-        """The subscriptions are complete: heartbeats and trades are due from ``now``."""
+    def restart_clock(self, now: float, wall: datetime | None = None) -> None:
+        """The subscriptions are complete: heartbeats and trades are due from ``now`` (``wall``:
+        the same moment on the exchange's clock, UTC, for judging REST's latest trade)."""
         self.liveness.restart_clock(now)
+        self.subscribed_at = wall
 
-    def verdict(self, now: float) -> str | None:
-        """A reason to restart the connection now, or None while it is healthy."""
+    def verdict(self, now: float) -> str | Check | None:
+        """A reason to restart the connection now, a ``Check`` to make first, or None while it
+        is healthy."""
         reason = self.liveness.check(now)
+        max_age = self.max_age
+        aged = max_age is not None and max_age > 0 and now - self.opened > max_age - max_age_margin(max_age)
         if reason is None and now - self.last_data_at > self.idle_timeout:
             reason = f"no frame for {self.idle_timeout:g}s"
-        max_age = self.max_age
-        if reason is None and max_age and now - self.opened > max_age - max_age_margin(max_age):
+            if self.latest_checks and not aged:
+                # Ask first: on_latest or on_latest_failed gives the verdict (None: every silent
+                # symbol is vouched for or being asked about).
+                return self._check(now, reason)
+        if reason is None and aged:
             reason = f"connection is {now - self.opened:.0f}s old; the exchange closes it at {max_age:g}s"
         return reason
+
+    # --- rest.latest: data liveness without heartbeats -------------------------------------
+
+    def _check(self, now: float, reason: str) -> Check | None:
+        """The symbols silent for idle_timeout that nobody vouched for, not yet asked about."""
+        due = []
+        for symbol, state in self.liveness.symbols.items():
+            heard = max(state.last_trade_at or state.started, state.vouched_at or state.started)
+            if now - heard > self.idle_timeout and state.checking_since is None:
+                state.checking_since = now
+                due.append(symbol)
+        return Check(tuple(due), reason) if due else None
+
+    def on_latest(self, symbol: str, trade_id: str | None, time: datetime | None, now: float) -> str | None:
+        """The exchange's latest trade of ``symbol``: a reason to restart (a dead subscription),
+        or None (a quiet market: the symbol is vouched for another idle_timeout)."""
+        state = self.liveness.symbols.get(symbol)
+        if state is None:
+            return None
+        state.checking_since = None
+        if trade_id is None and time is None:  # the exchange has no trade of it at all
+            state.vouched_at = now
+            return None
+        ours: tuple[str | None, datetime | None] = (state.last_trade_id, state.last_trade_time)
+        if state.last_trade_id is None:
+            if state.rest_baseline is None:
+                # Nothing received here yet: a trade after the subscriptions completed was missed;
+                # an older one is the baseline later answers are compared with.
+                after = self.subscribed_at
+                if time is not None and after is not None and time > after:
+                    return _dead(symbol, trade_id, time, None)
+                state.rest_baseline = (trade_id, time)
+                state.vouched_at = now
+                return None
+            ours = state.rest_baseline
+        if _newer((trade_id, time), ours, self.sequential_ids):
+            return _dead(symbol, trade_id, time, ours[0] if state.last_trade_id is not None else None)
+        state.vouched_at = now
+        return None
+
+    def on_latest_failed(self, symbol: str, problem: str, now: float) -> str:
+        """The check could not be made: today's behaviour, the idle restart (with the cause)."""
+        state = self.liveness.symbols.get(symbol)
+        if state is not None:
+            state.checking_since = None
+        return f"no frame for {self.idle_timeout:g}s and the exchange's latest trade of {symbol} is unknown ({problem})"
+
+
+def _newer(rest: tuple[str | None, datetime | None], ours: tuple[str | None, datetime | None],
+           sequential: bool) -> bool:
+    """Whether REST's latest trade is one after ours."""
+    rest_id, rest_time = rest
+    our_id, our_time = ours
+    if rest_id is not None and our_id is not None:
+        if rest_id == our_id:
+            return False
+        if sequential and rest_id.isdigit() and our_id.isdigit():
+            return int(rest_id) > int(our_id)
+    if rest_time is not None and our_time is not None:
+        return rest_time > our_time
+    return rest_id is not None and our_id is not None  # different opaque ids, no times to order them
+
+
+def _dead(symbol: str, trade_id: str | None, time: datetime | None, ours: str | None) -> str:
+    theirs = trade_id if trade_id is not None else time.isoformat() if time else "?"
+    return (f"{symbol}: the exchange's latest trade {theirs} is newer than ours "
+            f"{ours if ours is not None else '(none since subscribing)'} (dead subscription)")

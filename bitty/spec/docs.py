@@ -70,7 +70,8 @@ def render() -> str:
 def _liveness(spec: Spec) -> str:
     heartbeat = spec.heartbeat
     if heartbeat is None:
-        return f"idle timeout {spec.idle_timeout:g}s"
+        checked = ", quiet symbols checked by REST" if spec.rest_latest else ""
+        return f"idle timeout {spec.idle_timeout:g}s{checked}"
     scope = "per symbol" if heartbeat.symbol else "per channel" if heartbeat.channel else "per connection"
     vouches = ", reports last trade id" if heartbeat.last_trade_id else ""
     return f"heartbeat {scope}{vouches}"

@@ -27,6 +27,7 @@ from bitty.spec.model import (
     Keepalive,
     MessageKind,
     Pong,
+    RestLatest,
     RestTrades,
     Spec,
     Subscribe,
@@ -142,6 +143,7 @@ class _Builder:
             self.check_hooks(hooks, file.parent)
         rest_trades = self.rest_trades(raw["rest"].get("trades") if "rest" in raw else None)
         trade_ids = self.trade_ids(raw, messages)
+        rest_latest = self.rest_latest(raw["rest"].get("latest") if "rest" in raw else None)
         if len(self.report.problems) > problems_before or url is None or rules is None:
             return None
         return Spec(
@@ -171,6 +173,7 @@ class _Builder:
             docs=raw["docs"],
             trade_ids=trade_ids,
             rest_trades=rest_trades,
+            rest_latest=rest_latest,
         )
 
     def symbol_rules(self, raw: dict[str, Any]) -> SymbolRules | None:
@@ -222,6 +225,19 @@ class _Builder:
                           paginate=by, cursor=self.expr(p + ["paginate", "cursor"], paginate.get("cursor")),
                           page_size=paginate.get("page_size"), max_pages=int(paginate["max_pages"]),
                           per_second=float(rate["per_second"]), retries=int(rate["retries"]))
+
+    def rest_latest(self, raw: dict[str, Any] | None) -> RestLatest | None:
+        if raw is None:
+            return None
+        p = ["rest", "latest"]
+        url = self.template(p + ["url"], raw["url"], {"symbol"})
+        records = self.expr(p + ["records"], raw["records"])
+        trade_id = self.expr(p + ["fields", "trade_id"], raw["fields"].get("trade_id"))
+        time = self.expr(p + ["fields", "time"], raw["fields"].get("time"))
+        if url is None or records is None or (trade_id is None and time is None):
+            return None
+        return RestLatest(url, records, trade_id, time, error=self.expr(p + ["error"], raw.get("error")),
+                          timeout=float(raw["timeout"]))
 
     def heartbeat(self, raw: dict[str, Any] | None, sub_vars: set[str]) -> Heartbeat | None:
         if raw is None:

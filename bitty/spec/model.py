@@ -93,6 +93,19 @@ class RestTrades:
     retries: int
 
 
+@dataclass(frozen=True)
+class RestLatest:
+    """``rest.latest``: a symbol's latest trade on the exchange, asked when the symbol is silent
+    on an exchange without heartbeats (see bitty/engine/liveness.py)."""
+
+    url: Template
+    records: Expr
+    trade_id: Expr | None
+    time: Expr | None
+    error: Expr | None
+    timeout: float
+
+
 REST_TRADES_VARS = {"symbol", "after_id", "from_id", "to_id", "from_s", "from_ms", "from_ns", "to_s", "to_ms", "cursor"}
 
 
@@ -124,3 +137,4 @@ class Spec:
     docs: str
     trade_ids: str  # opaque | sequential | none (the exchange publishes none: derived)
     rest_trades: RestTrades | None
+    rest_latest: RestLatest | None

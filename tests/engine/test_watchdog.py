@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bitty.engine.watchdog import Liveness, Watchdog, max_age_margin
+from bitty.engine.watchdog import Check, Liveness, Watchdog, max_age_margin
 
 
 def test_the_clock_restarts_when_the_subscriptions_are_complete() -> None:
@@ -86,3 +87,104 @@ def test_the_tick_follows_the_shortest_timeout() -> None:
     """The verdict is asked four times per shortest timeout, never more often than every 0.05 s."""
     assert watchdog(heartbeat_timeout=2.0).tick == 0.5
     assert watchdog(heartbeat_timeout=0.1).tick == 0.05
+
+
+# --- rest.latest: data liveness without heartbeats -------------------------------------------
+
+def quiet_watchdog(**kwargs: Any) -> Watchdog:
+    """A connection on an exchange without heartbeats whose spec declares rest.latest."""
+    options: dict[str, Any] = {"heartbeat_timeout": None, "trade_timeout": None, "idle_timeout": 10.0,
+                               "latest_checks": True, "sequential_ids": True}
+    options.update(kwargs)
+    return Watchdog(["BTC-USDT", "ETH-USDT"], 0.0, **options)
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_a_quiet_market_is_vouched_for_by_rest_and_not_restarted() -> None:
+    """Silent for idle_timeout, each symbol is checked once; REST's latest trade is ours, so the
+    market is quiet: no restart, and no new check before another idle_timeout."""
+    dog = quiet_watchdog()
+    dog.restart_clock(0.0, T0)
+    dog.on_trade("BTC-USDT", "100", 1.0, T0 + timedelta(seconds=1))
+    dog.on_trade("ETH-USDT", "7", 1.0, T0 + timedelta(seconds=1))
+    dog.last_data_at = 1.0
+    assert dog.verdict(10.0) is None
+    check = dog.verdict(11.5)
+    assert isinstance(check, Check) and check.symbols == ("BTC-USDT", "ETH-USDT")
+    assert check.reason == "no frame for 10s"
+    assert dog.verdict(12.0) is None  # asked already: no second check while the answers are out
+    assert dog.on_latest("BTC-USDT", "100", T0 + timedelta(seconds=1), 12.0) is None
+    assert dog.on_latest("ETH-USDT", "7", T0 + timedelta(seconds=1), 12.0) is None
+    for now in (13.0, 20.0, 21.9):  # vouched for another idle_timeout: at most one check per interval
+        assert dog.verdict(now) is None
+    again = dog.verdict(22.5)
+    assert isinstance(again, Check) and again.symbols == ("BTC-USDT", "ETH-USDT")
+
+
+def test_a_newer_trade_on_rest_is_a_dead_subscription() -> None:
+    """REST's latest trade id is above the last one received: the subscription is dead, and
+    the verdict names both ids."""
+    dog = quiet_watchdog()
+    dog.restart_clock(0.0, T0)
+    dog.on_trade("ETH-USDT", "7", 1.0, T0 + timedelta(seconds=1))
+    dog.last_data_at = 1.0
+    check = dog.verdict(11.5)
+    assert isinstance(check, Check)
+    assert dog.on_latest("ETH-USDT", "9", T0 + timedelta(seconds=9), 12.0) == (
+        "ETH-USDT: the exchange's latest trade 9 is newer than ours 7 (dead subscription)")
+
+
+def test_sequential_ids_compare_as_integers_and_opaque_ones_by_time() -> None:
+    """Id 10 is newer than 9 (not "10" < "9"); for opaque ids a different id with a later time
+    is newer, an equal id is not."""
+    dog = quiet_watchdog()
+    dog.on_trade("BTC-USDT", "9", 1.0, T0)
+    assert dog.on_latest("BTC-USDT", "10", T0, 12.0) is not None
+    opaque = quiet_watchdog(sequential_ids=False)
+    opaque.on_trade("BTC-USDT", "b7f3", 1.0, T0)
+    assert opaque.on_latest("BTC-USDT", "b7f3", T0, 12.0) is None
+    assert opaque.on_latest("BTC-USDT", "0a11", T0 - timedelta(seconds=5), 12.0) is None  # older
+    assert opaque.on_latest("BTC-USDT", "0a11", T0 + timedelta(seconds=5), 12.0) is not None
+
+
+def test_nothing_received_yet_compares_with_the_subscription_time_then_rest_itself() -> None:
+    """No trade since subscribing: a REST trade after the subscriptions completed was missed;
+    an older one is the baseline, and a later answer beyond it is a dead subscription."""
+    dog = quiet_watchdog()
+    dog.restart_clock(0.0, T0)
+    assert dog.on_latest("BTC-USDT", "50", T0 + timedelta(seconds=3), 11.0) == (
+        "BTC-USDT: the exchange's latest trade 50 is newer than ours (none since subscribing) (dead subscription)")
+    assert dog.on_latest("ETH-USDT", "5", T0 - timedelta(hours=1), 11.0) is None  # a quiet market
+    assert dog.on_latest("ETH-USDT", "5", T0 - timedelta(hours=1), 22.0) is None
+    assert dog.on_latest("ETH-USDT", "6", T0 + timedelta(seconds=15), 33.0) is not None
+
+
+def test_a_rest_failure_falls_back_to_the_idle_restart() -> None:
+    """REST unreachable or in error: the idle restart of old, its reason naming the cause."""
+    dog = quiet_watchdog()
+    check = dog.verdict(10.5)
+    assert isinstance(check, Check)
+    reason = dog.on_latest_failed("BTC-USDT", "GET http://x/api/v3/trades: HTTP 503", 11.0)
+    assert reason == ("no frame for 10s and the exchange's latest trade of BTC-USDT is unknown "
+                      "(GET http://x/api/v3/trades: HTTP 503)")
+
+
+def test_without_rest_latest_silence_restarts_as_before() -> None:
+    """No rest.latest (or a redirected websocket): idle_timeout restarts, protocol pings or not."""
+    dog = quiet_watchdog(latest_checks=False)
+    assert dog.verdict(10.5) == "no frame for 10s"
+
+
+def test_max_age_still_applies_while_symbols_are_vouched() -> None:
+    """A vouched quiet market does not hide the forced-disconnect deadline."""
+    dog = quiet_watchdog(max_age=100.0)
+    check = dog.verdict(10.5)
+    assert isinstance(check, Check)
+    for symbol in check.symbols:
+        dog.on_latest(symbol, None, None, 11.0)  # nothing ever traded
+    assert dog.verdict(15.0) is None
+    assert dog.verdict(95.0) == "no frame for 10s"  # a restart, not another check
+    dog.last_data_at = 94.0
+    assert str(dog.verdict(95.0)).startswith("connection is 95s old")

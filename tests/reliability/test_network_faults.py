@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from bitty.engine.consumer import BaseConsumer
+from bitty.pipeline import CollectOptions, collect
 from bitty.spec.load import load_spec, parse_spec
+from bitty.storage.store import Store
 from tests.conftest import SPECS
 from tests.engine.test_consumer import SPEC, heartbeat, match
 from tests.wsserver import Run, accept, drain, drive, feed_while_draining, read_json, run_for, serve
@@ -341,3 +345,130 @@ def test_trades_between_heartbeats_ahead_of_them_are_not_a_dead_subscription() -
     run = against(handler, 0.8, spec)
     assert run.connections == 1, run.consumer.stats.last_error
     assert len(run.trades) >= 5
+
+
+# --- rest.latest: data liveness on an exchange without heartbeats (Binance) --------------------
+
+BINANCE_TEXT = (Path(__file__).parents[2] / "exchanges.d" / "binance.yaml").read_text()
+T0 = datetime(2024, 5, 14, 9, 30, tzinfo=UTC)
+
+
+def binance_spec(folder: Path, idle_timeout: float) -> Path:
+    """The bundled Binance spec with a short idle_timeout (its rest.latest and rest.trades as they are)."""
+    assert "idle_timeout: 60" in BINANCE_TEXT and "  latest:" in BINANCE_TEXT
+    path = folder / "binance.yaml"
+    path.write_text(BINANCE_TEXT.replace("idle_timeout: 60", f"idle_timeout: {idle_timeout}"))
+    return path
+
+
+class QuietBinance:
+    """A local Binance: the combined `<symbol>@trade` stream, GET /api/v3/trades (the latest
+    trades, newest last) and GET /api/v3/historicalTrades (ascending from ``fromId``). Each
+    connection delivers its script, then only protocol pings. ``published`` is the exchange's
+    last trade: trades published beyond the script never reach the stream (a dead subscription)."""
+
+    def __init__(self, scripts: list[tuple[list[int], int]], rest_status: int = 200) -> None:
+        self.scripts = scripts  # per connection: (trades sent, the exchange's latest trade then)
+        self.published = 0
+        self.rest_status = rest_status
+        self.latest_calls = 0
+        self.history_calls = 0
+        self.connections = 0  # websocket connections (the server's own count includes REST calls)
+
+    @staticmethod
+    def record(n: int) -> dict[str, Any]:
+        return {"id": n, "price": f"{91000 + n}.01000000", "qty": "0.00100000", "quoteQty": "91.00000000",
+                "time": int((T0 + timedelta(seconds=n)).timestamp() * 1000), "isBuyerMaker": n % 2 == 0,
+                "isBestMatch": True}
+
+    async def handle(self, request: web.Request, _n: int) -> web.StreamResponse:
+        if request.path == "/api/v3/trades":
+            self.latest_calls += 1
+            assert request.query["symbol"] == "BTCUSDT" and request.query["limit"] == "1"
+            if self.rest_status != 200:
+                return web.json_response({"code": -1003, "msg": "Too much request weight used"},
+                                         status=self.rest_status)
+            return web.json_response([self.record(self.published)] if self.published else [])
+        if request.path == "/api/v3/exchangeInfo":
+            return web.json_response({"symbols": [
+                {"symbol": "BTCUSDT", "baseAsset": "BTC", "quoteAsset": "USDT", "status": "TRADING"}]})
+        if request.path == "/api/v3/historicalTrades":
+            self.history_calls += 1
+            first = int(request.query["fromId"])
+            return web.json_response([self.record(n) for n in range(first, self.published + 1)][:1000])
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.connections += 1
+        sent, published = self.scripts.pop(0) if self.scripts else ([], self.published)
+        for n in sent:
+            record = self.record(n)
+            await ws.send_json({"stream": "btcusdt@trade", "data": {
+                "e": "trade", "E": record["time"] + 1, "s": "BTCUSDT", "t": n, "p": record["price"],
+                "q": record["qty"], "T": record["time"], "m": record["isBuyerMaker"], "M": True}})
+        self.published = published
+
+        async def pings() -> None:  # the server's protocol pings, never data
+            while True:
+                await ws.ping()
+                await asyncio.sleep(0.05)
+
+        return await feed_while_draining(ws, pings)
+
+
+async def _collect_binance(exchange: QuietBinance, folder: Path, idle_timeout: float, seconds: float,
+                           rest: bool = True) -> tuple[Any, int, str]:
+    """Collect BTC-USDT from ``exchange`` for ``seconds``: the result, websocket connections, database."""
+    spec = binance_spec(folder, idle_timeout)
+    db = f"sqlite:///{folder}/binance.db"
+    async with serve(exchange.handle) as server:
+        origin = server.url.replace("ws://", "http://")
+        options = CollectOptions(exchanges=[str(spec)], symbols=["BTC-USDT"], db=db, url=server.url + "/stream",
+                                 rest_urls={"binance": origin} if rest else {}, duration=seconds,
+                                 symbol_list_urls={"binance": origin + "/api/v3/exchangeInfo"},
+                                 backoff_initial=0.01, progress_interval=60, spill_dir=str(folder / "spill"))
+        result = await asyncio.wait_for(collect(options), 30)
+        return result, exchange.connections, db
+
+
+def test_dead_subscription_without_heartbeats_is_restarted_and_its_gap_backfilled(tmp_path: Path, caplog: Any) -> None:
+    """Binance sends no heartbeat: the stream goes silent behind live protocol pings while REST's
+    latest trade moves on (6 > 3): restarted after one idle_timeout, and the trades missed
+    meanwhile are backfilled from REST; then a quiet market (REST's latest is ours) is kept open
+    for many idle periods."""
+    exchange = QuietBinance([([1, 2, 3], 6), ([7, 8], 8)])
+    with caplog.at_level(logging.INFO, logger="bitty.engine"):
+        result, connections, db = asyncio.run(_collect_binance(exchange, tmp_path, idle_timeout=0.3, seconds=2.5))
+    assert "BTC-USDT: the exchange's latest trade 6 is newer than ours 3 (dead subscription)" in caplog.text
+    assert connections == 2 and result.reconnects == 1
+    assert sorted(int(t.trade_id) for t in Store(db).read_trades("binance")) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert exchange.history_calls >= 1
+    assert exchange.latest_calls >= 4  # the first check, then one per idle_timeout of the quiet market
+
+
+def test_quiet_market_without_heartbeats_is_not_restarted(tmp_path: Path) -> None:
+    """A symbol whose last trade is the exchange's latest stays connected through several idle
+    periods: REST vouches for the quiet, at most one check per idle_timeout."""
+    exchange = QuietBinance([([1, 2], 2)])
+    result, connections, _db = asyncio.run(_collect_binance(exchange, tmp_path, idle_timeout=0.3, seconds=1.6))
+    assert connections == 1 and result.reconnects == 0
+    assert 3 <= exchange.latest_calls <= 5  # ~1.6 s / 0.3 s, never more than one per interval
+
+
+def test_unreachable_rest_latest_falls_back_to_the_idle_restart(tmp_path: Path, caplog: Any) -> None:
+    """REST answers 429 to the latest-trade check: the silent connection is restarted after
+    idle_timeout as it was before rest.latest, and the cause is logged."""
+    exchange = QuietBinance([([1, 2], 2)], rest_status=429)
+    with caplog.at_level(logging.WARNING, logger="bitty.engine.connection"):
+        result, connections, _db = asyncio.run(_collect_binance(exchange, tmp_path, idle_timeout=0.3, seconds=1.0))
+    assert connections >= 2 and result.reconnects >= 1
+    assert "BTC-USDT: cannot check the latest trade: GET http://127.0.0.1" in caplog.text
+    assert "HTTP 429" in caplog.text
+
+
+def test_redirected_websocket_without_a_rest_url_does_not_check(tmp_path: Path) -> None:
+    """--url without a REST URL (a replay, a local exchange): the real REST never saw that
+    stream, so no check is made and silence restarts after idle_timeout as before."""
+    exchange = QuietBinance([([1, 2], 2)])
+    result, connections, _db = asyncio.run(_collect_binance(exchange, tmp_path, idle_timeout=0.3, seconds=1.0,
+                                                            rest=False))
+    assert exchange.latest_calls == 0 and connections >= 2 and result.reconnects >= 1

@@ -45,6 +45,10 @@ rest:
     url: https://example.invalid/trades/${symbol}
     records: "@"
     fields: {trade_id: trade_id, price: decimal(price), size: decimal(size), side: side, time: iso_time(time)}
+  latest:
+    url: https://example.invalid/trades/${symbol}
+    records: "@"
+    fields: {trade_id: trade_id}
 """
 
 
@@ -76,6 +80,7 @@ CARRIED: dict[str, Callable[[Spec], Any]] = {
     "$.rest.trades.paginate.max_pages": lambda s: s.rest_trades.max_pages,  # type: ignore[union-attr]
     "$.rest.trades.rate.per_second": lambda s: s.rest_trades.per_second,  # type: ignore[union-attr]
     "$.rest.trades.rate.retries": lambda s: s.rest_trades.retries,  # type: ignore[union-attr]
+    "$.rest.latest.timeout": lambda s: s.rest_latest.timeout,  # type: ignore[union-attr]
 }
 # defaults that are empty blocks, there so the defaults inside them are filled
 BLOCKS = {"$.connection", "$.rest.trades.paginate", "$.rest.trades.rate"}
