@@ -38,6 +38,9 @@ from bitty.spec.schema import Report, locate, schema, shape_problems
 from bitty.spec.symbols import SymbolRules
 from bitty.spec.template import Template
 
+# Optional expressions of symbols.list describing each instrument (kind, expiry, contract...).
+LISTING_FIELDS = ("kind", "settle", "expiry", "strike", "right", "contract_size", "inverse", "size_unit")
+
 __all__ = ["MessageKind", "RestTrades", "Spec", "find_spec", "load_spec", "parse_spec", "schema", "spec_files", "spec_paths"]
 
 
@@ -197,9 +200,11 @@ class _Builder:
         base = self.expr(p + ["base"], raw.get("base"))
         quote = self.expr(p + ["quote"], raw.get("quote"))
         filter_ = self.expr(p + ["filter"], raw.get("filter"))
+        more = {name: self.expr(p + [name], raw.get(name)) for name in LISTING_FIELDS}
         if records is None or native is None:
             return None
-        return SymbolList(raw["url"], records, native, base, quote, filter_)
+        urls = tuple(raw["url"]) if isinstance(raw["url"], list) else (raw["url"],)
+        return SymbolList(urls[0], records, native, base, quote, filter_, urls=urls, **more)
 
     def rest_trades(self, raw: dict[str, Any] | None) -> RestTrades | None:
         if raw is None:

@@ -66,12 +66,23 @@ class Bootstrap:
 
 @dataclass(frozen=True)
 class SymbolList:
-    url: str
+    url: str  # the first of ``urls``
     records: Expr
     native: Expr
     base: Expr | None
     quote: Expr | None
     filter: Expr | None
+    # How the listing tells an instrument's kind, settlement, expiry, strike, right and contract
+    # (bitty.markets.instruments reads them).
+    kind: Expr | None = None
+    settle: Expr | None = None
+    expiry: Expr | None = None
+    strike: Expr | None = None
+    right: Expr | None = None
+    contract_size: Expr | None = None
+    inverse: Expr | None = None
+    size_unit: Expr | None = None
+    urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
