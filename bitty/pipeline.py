@@ -55,6 +55,8 @@ class CollectOptions:
     backoff_initial: float = 1.0
     exchange_symbols: dict[str, list[str]] = field(default_factory=dict)  # --symbols EXCHANGE:A,B
     markets: list[str] | None = None  # --markets perpetual,future: every listed instrument of these kinds
+    params: dict[str, dict[str, str]] = field(default_factory=dict)  # -p: exchange ("" = every one) -> choices
+    rest_url: str | None = None  # --rest-url URL: every exchange's HTTP endpoints
 
 
 @dataclass
@@ -69,8 +71,22 @@ class CollectResult:
     uncovered: list[runs.Uncovered] = field(default_factory=list)
 
 
-def load_specs(targets: Sequence[str], dirs: list[str]) -> list[Spec]:
-    return [load_spec(path) for path in spec_paths(targets, paths.spec_dirs(dirs))]
+def load_specs(targets: Sequence[str], dirs: list[str],
+               params: dict[str, dict[str, str]] | None = None) -> list[Spec]:
+    """The specs of ``targets`` with the chosen parameters (``params[""]`` applies to every spec
+    declaring them, ``params[exchange]`` to one)."""
+    params = params or {}
+    every = params.get("", {})
+    files = spec_paths(targets, paths.spec_dirs(dirs))
+    specs = [load_spec(path, params={**every, **params.get(path.stem, {})}, optional=frozenset(every))
+             for path in files]
+    unknown = sorted(set(params) - {""} - {p.stem for p in files} - {s.name for s in specs})
+    if unknown:
+        raise BittyError(f"-p {unknown[0]}.…: {unknown[0]!r} is not among the exchanges collected")
+    for name in every:
+        if not any(name in dict(s.params) for s in specs):
+            raise BittyError(f"-p {name}=…: no exchange collected declares the parameter {name!r}")
+    return specs
 
 
 def plan(specs: list[Spec], symbols: list[str] | None,
@@ -164,7 +180,16 @@ def parse_output(value: str | None) -> JsonLines | None:
 
 async def collect(options: CollectOptions, stop: asyncio.Event | None = None) -> CollectResult:
     """Collect until ``stop`` is set, the duration passes, max_trades arrive, or every stream ends."""
-    specs = load_specs(options.exchanges, options.exchanges_dirs)
+    specs = load_specs(options.exchanges, options.exchanges_dirs, options.params)
+    if options.rest_url:
+        options.rest_urls = {**{s.name: options.rest_url for s in specs}, **options.rest_urls}
+    for spec in specs:  # `binance` also names the spec chosen as binance-aggtrade (-p stream=aggTrade)
+        stem = spec.path.stem
+        for per in (options.urls, options.rest_urls, options.symbol_list_urls):
+            if stem in per and spec.name not in per:
+                per[spec.name] = per.pop(stem)
+        if stem in options.exchange_symbols and spec.name not in options.exchange_symbols:
+            options.exchange_symbols[spec.name] = options.exchange_symbols.pop(stem)
     wanted = options.symbols or options.exchange_symbols or options.markets
     listings = await fetch_listings(specs, options.symbol_list_urls, options.rest_urls) if wanted else {}
     connections = plan(specs, options.symbols, listings, options.exchange_symbols, options.markets)

@@ -8,9 +8,10 @@ of ``yaml.compose``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import yaml
 from bitty.errors import BittyError, Problem, SpecError
 from bitty.lang.expr import Expr, ExpressionError, compile_expression
 from bitty.spec import files as paths
+from bitty.spec import params as spec_params
 from bitty.spec.hooks import Hooks
 from bitty.spec.model import (
     CONNECTION_VARS,
@@ -317,18 +319,21 @@ class _Builder:
 # --- public entry points ----------------------------------------------------------------------
 
 
-def load_spec(path: str | Path, display: str | None = None) -> Spec:
-    """Load, check and compile one spec file; raise SpecError listing every problem."""
+def load_spec(path: str | Path, display: str | None = None, params: Mapping[str, str] | None = None,
+              optional: frozenset[str] = frozenset()) -> Spec:
+    """Load, check and compile one spec file with the chosen ``params`` (``-p name=value``;
+    those named in ``optional`` apply only where declared); raise SpecError listing every problem."""
     path = Path(path)
     file = display or _display(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([Problem(file, 1, 1, "$", f"cannot read: {exc}")]) from None
-    return parse_spec(text, path, file)
+    return parse_spec(text, path, file, params, optional)
 
 
-def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
+def parse_spec(text: str, path: Path, file: str | None = None, params: Mapping[str, str] | None = None,
+               optional: frozenset[str] = frozenset()) -> Spec:
     file = file or str(path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -342,6 +347,19 @@ def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
     if not isinstance(data, dict):
         report.add([], f"a spec is a mapping, not {type(data).__name__}")
         raise SpecError(report.problems)
+    if "alias" in data:
+        return _alias(data, path, report, params or {}, optional)
+    try:
+        variables = spec_params.choose(data, params or {}, str(data.get("name", path.stem)), optional)
+    except spec_params.ParamError as exc:
+        report.add(exc.path, str(exc))
+        raise SpecError(report.problems) from None
+    for where, message in spec_params.check(data):
+        report.add(where, message)
+    substituted: list[tuple[list[Any], str]] = []
+    data = spec_params.substitute(data, variables, [], substituted)
+    for where, message in substituted:
+        report.add(where, message)
     shape_problems(data, report)
     shape_ok = not report.problems
     try:
@@ -353,7 +371,27 @@ def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
         spec = None
     if report.problems or spec is None:
         raise SpecError(sorted(report.problems, key=lambda p: (p.line, p.column)))
-    return spec
+    declared = data.get("params") or {}
+    return dataclasses.replace(spec, params=tuple((n, str(variables[n])) for n in declared))
+
+
+def _alias(data: dict[str, Any], path: Path, report: Report, params: Mapping[str, str],
+           optional: frozenset[str]) -> Spec:
+    """A spec file that is only ``alias: OTHER`` and ``params``: OTHER with those choices."""
+    extra = sorted(set(data) - {"alias", "params"})
+    if extra:
+        report.add([extra[0]], f"an alias file has only `alias` and `params`, not {extra[0]!r}")
+    chosen = data.get("params") or {}
+    if not isinstance(chosen, dict) or not isinstance(data["alias"], str):
+        report.add([], "an alias file is `alias: <exchange>` and `params: {name: value}`")
+    if report.problems:
+        raise SpecError(report.problems)
+    target = path.with_name(f"{data['alias']}{path.suffix}")
+    if not target.exists():
+        report.add(["alias"], f"no spec {target.name} beside this file")
+        raise SpecError(report.problems)
+    spec = load_spec(target, params={**{k: str(v) for k, v in chosen.items()}, **params}, optional=optional)
+    return dataclasses.replace(spec, path=path)
 
 
 def _display(path: Path) -> str:

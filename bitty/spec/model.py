@@ -132,3 +132,5 @@ class Spec:
     docs: str = ""
     trade_ids: str = "opaque"  # opaque | sequential
     rest_trades: RestTrades | None = None
+    # The spec's parameters as chosen (name, value), defaults included (bitty.spec.params).
+    params: tuple[tuple[str, str], ...] = ()

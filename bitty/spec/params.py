@@ -1,0 +1,109 @@
+"""Spec parameters: named choices a spec declares, chosen on the command line (``-p stream=aggTrade``).
+
+    params:
+      stream:
+        description: Which trade stream.
+        default: trade
+        values:
+          trade: {description: one event per fill, set: {exchange: binance, trade_id: str(record.t)}}
+          aggTrade: {description: one event per taker order and price, set: {...}}
+
+Every ``{{name}}`` in the spec's strings is replaced before the spec is checked: by the chosen
+value of a parameter, or by a variable the chosen value ``set``s. A string that is only
+``{{name}}`` takes the variable's value whatever its type (a number, a mapping). A spec file that
+is only ``alias: binance`` and ``params: {stream: aggTrade}`` is that spec with those choices
+(``binance-aggtrade`` stays a name users can collect).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+class ParamError(ValueError):
+    """A choice that is not declared, or a spec whose params are inconsistent; carries the path."""
+
+    def __init__(self, path: list[Any], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def choose(raw: Mapping[str, Any], chosen: Mapping[str, str], exchange: str,
+           optional: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The variables of the chosen values (defaults where not chosen); raises ParamError.
+    Choices named in ``optional`` (given for every exchange) are skipped where not declared."""
+    declared = raw.get("params") or {}
+    chosen = {k: v for k, v in chosen.items() if k in declared or k not in optional}
+    for name, value in chosen.items():
+        if name not in declared:
+            close = difflib.get_close_matches(name, list(declared), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(declared) or "none"
+            raise ParamError(["params"], f"{exchange}: unknown parameter {name!r}{hint}; parameters: {known}")
+        values = declared[name].get("values", {})
+        if value not in values:
+            raise ParamError(["params", name], f"{exchange}: {name}={value}: expected one of {', '.join(values)}")
+    variables: dict[str, Any] = {}
+    for name, param in declared.items():
+        value = chosen.get(name, param.get("default"))
+        variables[name] = value
+        entry = param.get("values", {}).get(value)
+        if isinstance(entry, dict):
+            variables.update(entry.get("set", {}))
+    return variables
+
+
+def check(raw: Mapping[str, Any]) -> list[tuple[list[Any], str]]:
+    """Problems of a spec's ``params``: a default that is not a value, values that set different
+    variables (a choice must not leave a placeholder unfilled)."""
+    problems: list[tuple[list[Any], str]] = []
+    declared = raw.get("params") or {}
+    if not isinstance(declared, dict):
+        return problems
+    for name, param in declared.items():
+        if not isinstance(param, dict):
+            continue
+        values = param.get("values") or {}
+        if param.get("default") not in values:
+            problems.append((["params", name, "default"],
+                             f"default {param.get('default')!r} is not one of the values: {', '.join(values)}"))
+        sets = {v: set((e.get("set") or {}) if isinstance(e, dict) else ()) for v, e in values.items()}
+        every = set().union(*sets.values()) if sets else set()
+        for value, names in sets.items():
+            missing = sorted(every - names)
+            if missing:
+                problems.append((["params", name, "values", value],
+                                 f"sets no {', '.join(missing)} (other values of {name} do)"))
+    return problems
+
+
+def substitute(data: Any, variables: Mapping[str, Any], path: list[Any] | None = None,
+               problems: list[tuple[list[Any], str]] | None = None) -> Any:
+    """``data`` with every ``{{name}}`` replaced; unknown names are recorded in ``problems``."""
+    path = path or []
+    if isinstance(data, dict):
+        return {k: (v if (not path and k == "params") else substitute(v, variables, path + [k], problems))
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [substitute(v, variables, path + [i], problems) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "{{" not in data:
+        return data
+    whole = PLACEHOLDER.fullmatch(data.strip())
+    if whole and whole.group(1) in variables:
+        return variables[whole.group(1)]
+
+    def one(found: re.Match[str]) -> str:
+        name = found.group(1)
+        if name not in variables:
+            if problems is not None:
+                known = ", ".join(variables) or "none (the spec declares no params)"
+                problems.append((path, f"unknown parameter {{{{{name}}}}}; known here: {known}"))
+            return found.group(0)
+        return str(variables[name])
+
+    return PLACEHOLDER.sub(one, data)
