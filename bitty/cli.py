@@ -57,6 +57,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     symbols, per_exchange = _symbols(args.symbols)
     urls, url = _per_exchange(args.url)
     rest_urls, rest_url = _per_exchange(args.rest_url)
+    if rest_url is not None:
+        raise BittyError(f"--rest-url {rest_url!r}: expected EXCHANGE=URL")
     options = CollectOptions(
         exchanges=args.exchanges, symbols=symbols, url=url, db=args.db, output=args.output,
         duration=args.duration, max_trades=args.max_trades, exchanges_dirs=args.exchanges_dir,
@@ -270,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress lines")
     p.add_argument("--no-backfill", action="store_true",
                    help="record gaps but do not fetch their trades through the spec's rest.trades endpoint")
-    p.add_argument("--rest-url", action="append", default=[], metavar="[EXCHANGE=]URL",
+    p.add_argument("--rest-url", action="append", default=[], metavar="EXCHANGE=URL",
                    help="origin replacing every HTTP endpoint of an exchange: bootstrap, symbol list and "
                         "rest.trades (a local replay, a proxy); repeatable")
     p.add_argument("--spill-dir", default="bitty-spill",
