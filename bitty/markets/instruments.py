@@ -242,7 +242,8 @@ async def fetch_listing(spec: Spec, url: str | None = None, timeout: float = 15,
             except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
                 raise BittyError(f"{spec.name}: GET {target}: {type(exc).__name__}: {exc}") from None
             out += parse_listing(spec, body)
-    return out
+    unique = {i.native: i for i in reversed(out)}  # an instrument listed twice (overlapping answers): the first
+    return [i for i in out if unique[i.native] is i]
 
 
 def redirect(url: str, origin: str | None) -> str:

@@ -350,7 +350,7 @@ def parse_spec(text: str, path: Path, file: str | None = None, params: Mapping[s
     if "alias" in data:
         return _alias(data, path, report, params or {}, optional)
     try:
-        variables = spec_params.choose(data, params or {}, str(data.get("name", path.stem)), optional)
+        variables = spec_params.choose(data, params or {}, path.stem, optional)
     except spec_params.ParamError as exc:
         report.add(exc.path, str(exc))
         raise SpecError(report.problems) from None
