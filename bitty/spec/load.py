@@ -372,7 +372,8 @@ def parse_spec(text: str, path: Path, file: str | None = None, params: Mapping[s
     if report.problems or spec is None:
         raise SpecError(sorted(report.problems, key=lambda p: (p.line, p.column)))
     declared = data.get("params") or {}
-    return dataclasses.replace(spec, params=tuple((n, str(variables[n])) for n in declared))
+    markets = data["symbols"].get("markets") or (["perpetual"] if data["symbols"].get("suffix") == "PERP" else ["spot"])
+    return dataclasses.replace(spec, params=tuple((n, str(variables[n])) for n in declared), markets=tuple(markets))
 
 
 def _alias(data: dict[str, Any], path: Path, report: Report, params: Mapping[str, str],

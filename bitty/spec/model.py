@@ -134,3 +134,4 @@ class Spec:
     rest_trades: RestTrades | None = None
     # The spec's parameters as chosen (name, value), defaults included (bitty.spec.params).
     params: tuple[tuple[str, str], ...] = ()
+    markets: tuple[str, ...] = ("spot",)  # symbols.markets: kinds of instrument collected
