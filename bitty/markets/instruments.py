@@ -3,9 +3,10 @@ the REST endpoint(s) its spec declares (``symbols.list``), named by the scheme o
 ``bitty.spec.symbols`` and kept in the ``instruments`` table (``bitty symbols`` shows them).
 
 Sizes are stored exactly as the exchange publishes them; ``size_unit`` says whether that is base
-units or contracts, and ``base_size`` turns contracts into base units where the contract size is
-known: ``size * contract_size`` for a linear contract (its size is in base units), ``size *
-contract_size / price`` for an inverse one (its size is in quote units, e.g. 100 USD).
+units, contracts or quote units (Deribit's inverse `amount` in USD), and ``base_size`` turns them
+into base units where it can: ``size * contract_size`` for a linear contract (its contract size
+is in base units), ``size * contract_size / price`` for an inverse one (contract size in quote
+units, e.g. 100 USD), ``size / price`` for a size in quote units.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bitty.spec.symbols import KINDS, RIGHTS, guess, instrument_name, parse_date
 from bitty.storage import tables
 
 logger = logging.getLogger("bitty.markets")
+UNITS = ("base", "contracts", "quote")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Instrument:
     right: str | None = None  # C | P
     contract_size: Decimal | None = None
     inverse: bool = False
-    size_unit: str = "base"  # base | contracts
+    size_unit: str = "base"  # base | contracts | quote
     source: str = "listing"  # listing | guess (named by rules, no listing reached)
 
     def as_dict(self) -> dict[str, Any]:
@@ -59,6 +61,8 @@ def base_size(size: Decimal, price: Decimal, instrument: Instrument) -> Decimal 
     """The base quantity of a trade of ``size`` (as published) at ``price``; None when unknown."""
     if instrument.size_unit == "base":
         return size
+    if instrument.size_unit == "quote":
+        return size / price if price else None
     if instrument.contract_size is None:
         return None
     if instrument.inverse:
@@ -188,13 +192,17 @@ def _instrument(spec: Spec, record: Any, native: str) -> Instrument:
         logger.warning("%s: %s: symbols.list.kind gave %r, not one of %s; taken as spot",
                        spec.name, native, kind, ", ".join(KINDS))
         kind = "spot"
-    expiry = _expiry(_value(listing.expiry, record))
+    expiry = _expiry(_value(listing.expiry, record)) if kind in ("future", "option", None) else None
     strike = to_decimal(_value(listing.strike, record))
     strike = strike.normalize() if strike is not None else None
     right_text = to_text(_value(listing.right, record))
     right = RIGHTS.get(right_text.upper()) if right_text else None
     contract = to_decimal(_value(listing.contract_size, record)) if listing.contract_size else None
     unit = to_text(_value(listing.size_unit, record)) or ("contracts" if listing.contract_size else "base")
+    if unit not in UNITS:
+        logger.warning("%s: %s: symbols.list.size_unit gave %r, not one of %s; taken as contracts",
+                       spec.name, native, unit, ", ".join(UNITS))
+        unit = "contracts"
     if contract is not None and contract <= 0:
         logger.warning("%s: %s: contract size %s is not positive: sizes are kept in contracts, the base "
                        "quantity cannot be derived", spec.name, native, contract)

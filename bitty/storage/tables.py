@@ -151,7 +151,7 @@ instruments = sa.Table(
     sa.Column("option_right", sa.String(1), nullable=True),  # C | P
     sa.Column("contract_size", ExactDecimal(), nullable=True),
     sa.Column("inverse", sa.Boolean, nullable=False, default=False),
-    sa.Column("size_unit", sa.String(16), nullable=False),  # base | contracts
+    sa.Column("size_unit", sa.String(16), nullable=False),  # base | contracts | quote
     sa.Column("source", sa.String(8), nullable=False),  # listing | guess
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("exchange", "native", name="instruments_exchange_native"),

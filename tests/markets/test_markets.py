@@ -324,3 +324,18 @@ def test_fetch_listings_follows_rest_url() -> None:
 
     requests = asyncio.run(go())
     assert len(requests) == 5 and requests[0] == "GET /api/v5/public/instruments?instType=SPOT"
+
+
+def test_deribit_listing_perpetuals_futures_options_and_size_units() -> None:
+    """Deribit's listing names perpetuals, dated futures and options; inverse contracts' sizes are
+    USD (quote units, base = amount / price), options' are base coin."""
+    spec = load_spec(EXCHANGES / "deribit.yaml")
+    found = {i.native: i for i in parse_listing(spec, json.loads((EXCHANGES / "fixtures/deribit/symbols.json").read_text()))}
+    assert found["BTC-PERPETUAL"].normalized == "BTC-USD-PERP" and found["BTC-PERPETUAL"].size_unit == "quote"
+    assert found["BTC_USDC-PERPETUAL"].normalized == "BTC-USDC-PERP" and found["BTC_USDC-PERPETUAL"].size_unit == "base"
+    future = found["BTC-27DEC24"]
+    assert (future.normalized, future.kind, future.inverse, future.settle) == ("BTC-USD-20241227", "future", True, "BTC")
+    option = found["BTC-13JAN23-16000-P"]
+    assert (option.normalized, option.kind, option.size_unit) == ("BTC-USD-20230113-16000-P", "option", "base")
+    assert base_size(Decimal("500"), Decimal("50000"), found["BTC-PERPETUAL"]) == Decimal("0.01")
+    assert base_size(Decimal("0.1"), Decimal("0.02"), option) == Decimal("0.1")
