@@ -339,3 +339,18 @@ def test_deribit_listing_perpetuals_futures_options_and_size_units() -> None:
     assert (option.normalized, option.kind, option.size_unit) == ("BTC-USD-20230113-16000-P", "option", "base")
     assert base_size(Decimal("500"), Decimal("50000"), found["BTC-PERPETUAL"]) == Decimal("0.01")
     assert base_size(Decimal("0.1"), Decimal("0.02"), option) == Decimal("0.1")
+
+
+def test_bitmex_and_binance_futures_listings_name_dated_contracts() -> None:
+    """BitMEX lists inverse, quanto and dated contracts and spot; Binance USD-M its quarterlies."""
+    bitmex = load_spec(EXCHANGES / "bitmex.yaml")
+    found = {i.native: i for i in parse_listing(bitmex, json.loads((EXCHANGES / "fixtures/bitmex/symbols.json").read_text()))}
+    assert (found["XBTUSD"].normalized, found["XBTUSD"].inverse, found["XBTUSD"].settle) == ("BTC-USD-PERP", True, "BTC")
+    assert (found["ETHUSD"].normalized, found["ETHUSD"].settle) == ("ETH-USD-PERP", "BTC")  # quanto
+    assert (found["XBTZ24"].normalized, found["XBTZ24"].kind) == ("BTC-USD-20241227", "future")
+    assert found["XBT_USDT"].normalized == "BTC-USDT" and ".BXBT" not in found
+    usdm = load_spec(EXCHANGES / "binance-futures.yaml")
+    body = json.loads((EXCHANGES / "fixtures/binance-futures/symbols.json").read_text())
+    found = {i.native: i for i in parse_listing(usdm, body)}
+    assert (found["BTCUSDT_251226"].normalized, found["BTCUSDT_251226"].kind) == ("BTC-USDT-20251226", "future")
+    assert found["BTCUSDT"].normalized == "BTC-USDT-PERP" and "SRMUSDT" not in found
