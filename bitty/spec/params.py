@@ -10,7 +10,8 @@
 
 Every ``{{name}}`` in the spec's strings is replaced before the spec is checked: by the chosen
 value of a parameter, or by a variable the chosen value ``set``s. A string that is only
-``{{name}}`` takes the variable's value whatever its type (a number, a mapping). A spec file that
+``{{name}}`` takes the variable's value whatever its type (a number, a mapping); a null removes
+the key it stands for. A spec file that
 is only ``alias: binance`` and ``params: {stream: aggTrade}`` is that spec with those choices
 (``binance-aggtrade`` stays a name users can collect).
 """
@@ -87,8 +88,13 @@ def substitute(data: Any, variables: Mapping[str, Any], path: list[Any] | None =
     """``data`` with every ``{{name}}`` replaced; unknown names are recorded in ``problems``."""
     path = path or []
     if isinstance(data, dict):
-        return {k: (v if (not path and k == "params") else substitute(v, variables, path + [k], problems))
-                for k, v in data.items()}
+        out = {}
+        for k, v in data.items():
+            value = v if (not path and k == "params") else substitute(v, variables, path + [k], problems)
+            if value is None and v is not None:
+                continue  # a placeholder whose variable is null removes its key
+            out[k] = value
+        return out
     if isinstance(data, list):
         return [substitute(v, variables, path + [i], problems) for i, v in enumerate(data)]
     if not isinstance(data, str) or "{{" not in data:

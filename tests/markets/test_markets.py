@@ -354,3 +354,23 @@ def test_bitmex_and_binance_futures_listings_name_dated_contracts() -> None:
     found = {i.native: i for i in parse_listing(usdm, body)}
     assert (found["BTCUSDT_251226"].normalized, found["BTCUSDT_251226"].kind) == ("BTC-USDT-20251226", "future")
     assert found["BTCUSDT"].normalized == "BTC-USDT-PERP" and "SRMUSDT" not in found
+
+
+def test_bybit_categories_are_choices_with_their_own_units() -> None:
+    """bybit's category choice picks the endpoint, the names and the unit of sizes: base units
+    for spot and linear contracts, USD (quote) for inverse ones, where base = size / price."""
+    inverse = load_specs(["bybit"], [], {"bybit": {"category": "inverse"}})[0]
+    assert inverse.name == "bybit-inverse" and inverse.default_symbols == ("BTC-USD-PERP", "ETH-USD-PERP")
+    assert str(inverse.url.render({})) == "wss://stream.bybit.com/v5/public/inverse"
+    body = json.loads((EXCHANGES / "fixtures/bybit-inverse/symbols.json").read_text())
+    found = {i.native: i for i in parse_listing(inverse, body)}
+    assert (found["BTCUSD"].normalized, found["BTCUSD"].size_unit, found["BTCUSD"].settle) == ("BTC-USD-PERP", "quote", "BTC")
+    assert (found["BTCUSDZ25"].normalized, found["BTCUSDZ25"].kind) == ("BTC-USD-20251226", "future")
+    assert base_size(Decimal("1500"), Decimal("75000"), found["BTCUSD"]) == Decimal("0.02")
+    linear = load_spec(EXCHANGES / "bybit-linear.yaml")
+    body = json.loads((EXCHANGES / "fixtures/bybit-linear/symbols.json").read_text())
+    found = {i.native: i for i in parse_listing(linear, body)}
+    assert (found["BTCUSDT"].normalized, found["BTCUSDT"].size_unit) == ("BTC-USDT-PERP", "base")
+    assert found["BTC-26DEC25"].normalized == "BTC-USDC-20251226"
+    spot = load_spec(EXCHANGES / "bybit.yaml")
+    assert spot.symbols.suffix is None and spot.markets == ("spot",)  # a null variable removes its key
