@@ -374,3 +374,13 @@ def test_bybit_categories_are_choices_with_their_own_units() -> None:
     assert found["BTC-26DEC25"].normalized == "BTC-USDC-20251226"
     spot = load_spec(EXCHANGES / "bybit.yaml")
     assert spot.symbols.suffix is None and spot.markets == ("spot",)  # a null variable removes its key
+
+
+def test_bitfinex_derivative_pairs_are_perpetuals() -> None:
+    """Bitfinex's derivatives listing (BASEF0:QUOTEF0) names perpetuals, settled in the quote."""
+    spec = load_spec(EXCHANGES / "bitfinex.yaml")
+    found = {i.native: i for i in parse_listing(spec, [["BTCF0:USTF0", "ETHF0:USTF0", "TESTBTCF0:TESTUSDTF0"]])}
+    assert (found["tBTCF0:USTF0"].normalized, found["tBTCF0:USTF0"].kind) == ("BTC-USDT-PERP", "perpetual")
+    assert found["tETHF0:USTF0"].settle == "USDT" and "tTESTBTCF0:TESTUSDTF0" not in found
+    spot = {i.native: i for i in parse_listing(spec, [["BTCUSD", "DOGE:USD"]])}
+    assert (spot["tBTCUSD"].normalized, spot["tDOGE:USD"].normalized) == ("BTC-USD", "DOGE-USD")
