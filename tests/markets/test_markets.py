@@ -384,3 +384,15 @@ def test_bitfinex_derivative_pairs_are_perpetuals() -> None:
     assert found["tETHF0:USTF0"].settle == "USDT" and "tTESTBTCF0:TESTUSDTF0" not in found
     spot = {i.native: i for i in parse_listing(spec, [["BTCUSD", "DOGE:USD"]])}
     assert (spot["tBTCUSD"].normalized, spot["tDOGE:USD"].normalized) == ("BTC-USD", "DOGE-USD")
+
+
+def test_binance_coinm_sizes_are_inverse_contracts() -> None:
+    """COIN-M sizes are contracts of 100 USD (BTC) or 10 USD: base = contracts x size / price."""
+    spec = load_spec(EXCHANGES / "binance-coinm.yaml")
+    body = json.loads((EXCHANGES / "fixtures/binance-coinm/symbols.json").read_text())
+    found = {i.native: i for i in parse_listing(spec, body)}
+    btc = found["BTCUSD_PERP"]
+    assert (btc.normalized, btc.size_unit, btc.contract_size, btc.inverse, btc.settle) == (
+        "BTC-USD-PERP", "contracts", Decimal("100"), True, "BTC")
+    assert found["ETHUSD_260327"].normalized == "ETH-USD-20260327" and "BTCUSD_250926" not in found  # delivered
+    assert base_size(Decimal("12"), Decimal("80000"), btc) == Decimal("0.015")
