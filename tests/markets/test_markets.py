@@ -396,3 +396,15 @@ def test_binance_coinm_sizes_are_inverse_contracts() -> None:
         "BTC-USD-PERP", "contracts", Decimal("100"), True, "BTC")
     assert found["ETHUSD_260327"].normalized == "ETH-USD-20260327" and "BTCUSD_250926" not in found  # delivered
     assert base_size(Decimal("12"), Decimal("80000"), btc) == Decimal("0.015")
+
+
+def test_gateio_futures_sizes_are_contracts_signed_by_side() -> None:
+    """Gate futures sizes are contracts (quanto_multiplier base units each), the sign is the taker side."""
+    spec = load_spec(EXCHANGES / "gateio-futures.yaml")
+    body = json.loads((EXCHANGES / "fixtures/gateio-futures/symbols.json").read_text())
+    found = {i.native: i for i in parse_listing(spec, body)}
+    btc = found["BTC_USDT"]
+    assert (btc.normalized, btc.size_unit, btc.contract_size, btc.inverse) == (
+        "BTC-USDT-PERP", "contracts", Decimal("0.0001"), False)
+    assert "LUNA_USDT" not in found  # in delisting
+    assert base_size(Decimal("108"), Decimal("37021.4"), btc) == Decimal("0.0108")
