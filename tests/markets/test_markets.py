@@ -408,3 +408,17 @@ def test_gateio_futures_sizes_are_contracts_signed_by_side() -> None:
         "BTC-USDT-PERP", "contracts", Decimal("0.0001"), False)
     assert "LUNA_USDT" not in found  # in delisting
     assert base_size(Decimal("108"), Decimal("37021.4"), btc) == Decimal("0.0108")
+
+
+def test_kraken_futures_listing_and_a_name_collision(caplog: pytest.LogCaptureFixture) -> None:
+    """Kraken Futures: flexible perpetuals in base units, inverse ones in 1 USD contracts, dated
+    futures named by expiry; two instruments with one name are warned about, the later keeps its native name."""
+    spec = load_spec(EXCHANGES / "kraken-futures.yaml")
+    body = json.loads((EXCHANGES / "fixtures/kraken-futures/symbols.json").read_text())
+    with caplog.at_level(logging.WARNING):
+        found = {i.native: i for i in parse_listing(spec, body)}
+    assert (found["PF_XBTUSD"].normalized, found["PF_XBTUSD"].size_unit) == ("BTC-USD-PERP", "base")
+    inverse = found["PI_XBTUSD"]
+    assert (inverse.normalized, inverse.size_unit, inverse.inverse, inverse.settle) == ("PI_XBTUSD", "contracts", True, "BTC")
+    assert "kraken-futures: PF_XBTUSD and PI_XBTUSD would both be named BTC-USD-PERP" in caplog.text
+    assert found["FI_XBTUSD_270326"].normalized == "BTC-USD-20270326" and "PF_OLDUSD" not in found
