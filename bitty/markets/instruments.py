@@ -101,6 +101,12 @@ def save_instruments(engine: sa.Engine, exchange: str, listed: list[Instrument])
                                                             renamed.c.symbol == old).values(symbol=new))
                     logger.warning("%s: %s was collected as %s (no listing then); the listing names it %s: "
                                    "its stored trades are renamed", exchange, native, old, new)
+        if all(i.source == "guess" for i in listed):
+            # Rule-given rows never replace what a listing said (contract sizes, expiries).
+            known = set(conn.execute(sa.select(table.c.native).where(
+                table.c.exchange == exchange, table.c.source == "listing")).scalars())
+            listed = [i for i in listed if i.native not in known]
+            natives = [i.native for i in listed]
         for start in range(0, len(natives), 500):
             conn.execute(table.delete().where(table.c.exchange == exchange,
                                               table.c.native.in_(natives[start:start + 500])))

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from bitty.cli import main
 from bitty.commands.replay import ReplayServer, load_session
 from bitty.errors import SpecError, SymbolError
-from bitty.markets.instruments import base_size, parse_listing, read_instruments, save_instruments
+from bitty.markets.instruments import base_size, parse_listing, read_instruments, save_instruments, unlisted
 from bitty.pipeline import CollectOptions, collect, fetch_listings, load_specs, plan
 from bitty.spec.load import load_spec
 from bitty.storage import tables
@@ -422,3 +422,18 @@ def test_kraken_futures_listing_and_a_name_collision(caplog: pytest.LogCaptureFi
     assert (inverse.normalized, inverse.size_unit, inverse.inverse, inverse.settle) == ("PI_XBTUSD", "contracts", True, "BTC")
     assert "kraken-futures: PF_XBTUSD and PI_XBTUSD would both be named BTC-USD-PERP" in caplog.text
     assert found["FI_XBTUSD_270326"].normalized == "BTC-USD-20270326" and "PF_OLDUSD" not in found
+
+
+def test_a_run_without_listing_keeps_what_the_listing_said(tmp_path: Path) -> None:
+    """Instruments named by the rules never overwrite the listing's rows (contract sizes stay)."""
+    spec = load_spec(EXCHANGES / "okx.yaml")
+    store = Store(f"sqlite:///{tmp_path}/i.db")
+    try:
+        store.open()
+        save_instruments(store.engine, "okx", parse_listing(spec, OKX_LISTING))
+        save_instruments(store.engine, "okx", [unlisted("BTC-USDT-SWAP", "BTC-USDT-PERP"), unlisted("XYZ-USDT", "XYZ-USDT")])
+        rows = {i.native: i for i in read_instruments(store.engine, "okx")}
+    finally:
+        store.close()
+    assert rows["BTC-USDT-SWAP"].source == "listing" and rows["BTC-USDT-SWAP"].contract_size == Decimal("0.01")
+    assert rows["XYZ-USDT"].source == "guess"
