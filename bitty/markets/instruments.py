@@ -167,11 +167,13 @@ def parse_listing(spec: Spec, body: Any) -> list[Instrument]:
                          "the listing changed shape or is an error answer")
     out: list[Instrument] = []
     named: dict[str, str] = {}
+    unnamed = 0
     for record in records:
         if listing.filter is not None and not evaluate_safely(listing.filter.fn, record)[0]:
             continue
         native = to_text(_value(listing.native, record))
         if not native:
+            unnamed += 1
             continue
         instrument = _instrument(spec, record, native)
         name = instrument.normalized
@@ -181,6 +183,9 @@ def parse_listing(spec: Spec, body: Any) -> list[Instrument]:
             instrument = replace(instrument, normalized=native.upper())
         named.setdefault(instrument.normalized or native, native)
         out.append(instrument)
+    if unnamed:
+        logger.warning("%s: %d listed records give no native symbol (symbols.list.native): the listing may have "
+                       "changed shape", spec.name, unnamed)
     return out
 
 

@@ -117,6 +117,9 @@ def test_bad_listing_records_are_warnings_naming_exchange_and_symbol(caplog: pyt
     assert found["BTC-USD-270326"].normalized == "BTC-USD-20270326"  # from the native code
     assert "okx: BTC-USDT-SWAP: contract size 0 is not positive" in caplog.text
     assert found["BTC-USDT-SWAP"].contract_size is None and found["BTC-USDT-SWAP"].size_unit == "contracts"
+    with caplog.at_level(logging.WARNING):
+        parse_listing(spec, {"code": "0", "data": [{"instrumentId": "BTC-USDT", "state": "live"}]})
+    assert "okx: 1 listed records give no native symbol" in caplog.text
     with pytest.raises(Exception, match=r"okx: symbols\.list\.records did not give a list"):
         parse_listing(spec, {"code": "50011", "msg": "Too Many Requests"})
 
