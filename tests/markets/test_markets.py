@@ -440,3 +440,18 @@ def test_a_run_without_listing_keeps_what_the_listing_said(tmp_path: Path) -> No
         store.close()
     assert rows["BTC-USDT-SWAP"].source == "listing" and rows["BTC-USDT-SWAP"].contract_size == Decimal("0.01")
     assert rows["XYZ-USDT"].source == "guess"
+
+
+def test_command_line_symbols_urls_and_params_per_exchange() -> None:
+    """--symbols EXCHANGE:A,B, --url EXCHANGE=URL and -p EXCHANGE.NAME=VALUE parse per exchange;
+    a Bitfinex native with a colon is not taken for an exchange name."""
+    from bitty.cli import _params, _per_exchange, _symbols
+
+    assert _symbols(["binance:BTCUSDT,ETHUSDT", "coinbase:BTC-USD", "ETH-USD", "tTESTBTC:TESTUSD"]) == (
+        ["ETH-USD", "tTESTBTC:TESTUSD"], {"binance": ["BTCUSDT", "ETHUSDT"], "coinbase": ["BTC-USD"]})
+    assert _per_exchange(["okx=ws://127.0.0.1:1", "ws://127.0.0.1:2/stream?streams=a"]) == (
+        {"okx": "ws://127.0.0.1:1"}, "ws://127.0.0.1:2/stream?streams=a")
+    assert _params(["stream=aggTrade", "bybit.category=linear"]) == {"": {"stream": "aggTrade"},
+                                                                     "bybit": {"category": "linear"}}
+    with pytest.raises(Exception, match="expected NAME=VALUE"):
+        _params(["stream"])
