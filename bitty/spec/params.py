@@ -38,7 +38,7 @@ def choose(raw: Mapping[str, Any], chosen: Mapping[str, str], exchange: str,
            optional: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The variables of the chosen values (defaults where not chosen); raises ParamError.
     Choices named in ``optional`` (given for every exchange) are skipped where not declared."""
-    declared = raw.get("params") or {}
+    declared = _declared(raw)
     chosen = {k: v for k, v in chosen.items() if k in declared or k not in optional}
     for name, value in chosen.items():
         if name not in declared:
@@ -46,34 +46,44 @@ def choose(raw: Mapping[str, Any], chosen: Mapping[str, str], exchange: str,
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             known = ", ".join(declared) or "none"
             raise ParamError(["params"], f"{exchange}: unknown parameter {name!r}{hint}; parameters: {known}")
-        values = declared[name].get("values", {})
+        values = _values(declared[name])
         if value not in values:
             raise ParamError(["params", name], f"{exchange}: {name}={value}: expected one of {', '.join(values)}")
     variables: dict[str, Any] = {}
     for name, param in declared.items():
-        value = chosen.get(name, param.get("default"))
-        variables[name] = value
-        entry = param.get("values", {}).get(value)
-        if isinstance(entry, dict):
-            variables.update(entry.get("set", {}))
+        choice: Any = chosen.get(name, param.get("default"))
+        variables[name] = choice
+        entry = _values(param).get(choice) if isinstance(choice, str) else None
+        if isinstance(entry, dict) and isinstance(entry.get("set"), dict):
+            variables.update(entry["set"])
     return variables
+
+
+def _declared(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The well-formed declarations of ``params`` (the schema reports the others)."""
+    declared = raw.get("params")
+    if not isinstance(declared, dict):
+        return {}
+    return {str(k): v for k, v in declared.items() if isinstance(v, dict)}
+
+
+def _values(param: dict[str, Any]) -> dict[str, Any]:
+    values = param.get("values")
+    return values if isinstance(values, dict) else {}
 
 
 def check(raw: Mapping[str, Any]) -> list[tuple[list[Any], str]]:
     """Problems of a spec's ``params``: a default that is not a value, values that set different
     variables (a choice must not leave a placeholder unfilled)."""
     problems: list[tuple[list[Any], str]] = []
-    declared = raw.get("params") or {}
-    if not isinstance(declared, dict):
-        return problems
-    for name, param in declared.items():
-        if not isinstance(param, dict):
-            continue
-        values = param.get("values") or {}
-        if param.get("default") not in values:
+    for name, param in _declared(raw).items():
+        values = _values(param)
+        default = param.get("default")
+        if not isinstance(default, str) or default not in values:
             problems.append((["params", name, "default"],
-                             f"default {param.get('default')!r} is not one of the values: {', '.join(values)}"))
-        sets = {v: set((e.get("set") or {}) if isinstance(e, dict) else ()) for v, e in values.items()}
+                             f"default {default!r} is not one of the values: {', '.join(map(str, values))}"))
+        sets = {v: set(e["set"]) if isinstance(e, dict) and isinstance(e.get("set"), dict) else set()
+                for v, e in values.items()}
         every = set().union(*sets.values()) if sets else set()
         for value, names in sets.items():
             missing = sorted(every - names)
