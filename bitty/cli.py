@@ -28,17 +28,19 @@ def _setup_logging() -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bitty.spec.load import load_spec, spec_paths
+    from bitty.spec.load import load_spec, name_clashes, spec_paths
 
     problems: list[Problem] = []
     files = spec_paths(args.paths, paths.spec_dirs(args.exchanges_dir))
     choices = _params(args.param)
     every = choices.get("", {})
+    loaded = []
     for file in files:
         try:
-            load_spec(file, params={**every, **choices.get(file.stem, {})}, optional=frozenset(every))
+            loaded.append(load_spec(file, params={**every, **choices.get(file.stem, {})}, optional=frozenset(every)))
         except SpecError as exc:
             problems += exc.problems
+    problems += name_clashes(loaded)
     if args.format == "json":
         print(orjson.dumps({"files": [str(f) for f in files], "errors": [p.as_dict() for p in problems]},
                            option=orjson.OPT_INDENT_2).decode())
@@ -65,7 +67,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         progress_interval=args.progress_interval, spill_dir=args.spill_dir,
         backfill=not args.no_backfill, rest_urls=rest_urls, urls=urls, exchange_symbols=per_exchange,
         markets=[m.strip() for m in args.markets.split(",") if m.strip()] if args.markets else None,
-        params=_params(args.param), rest_url=rest_url,
+        params=_params(args.param), rest_url=rest_url, close_timeout=args.close_timeout,
     )
     return run(options)
 
@@ -277,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "rest.trades (a local replay, a proxy); repeatable")
     p.add_argument("--spill-dir", default="bitty-spill",
                    help="folder for trades waiting while the database is away (default: ./bitty-spill)")
+    p.add_argument("--close-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long a stop waits for an away database before spilling what is left (default: 30)")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_collect)
 

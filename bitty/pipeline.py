@@ -22,7 +22,7 @@ from bitty.engine.handover import Slot
 from bitty.errors import BittyError, SymbolError
 from bitty.markets.instruments import Instrument, fetch_listing, redirect, save_instruments, unlisted
 from bitty.spec import files as paths
-from bitty.spec.load import Spec, load_spec, spec_paths
+from bitty.spec.load import Spec, check_unique_names, load_spec, spec_paths
 from bitty.spec.symbols import KINDS, parse_name, resolve
 from bitty.storage import runs
 from bitty.storage.store import Store
@@ -43,6 +43,7 @@ class CollectOptions:
     bootstrap_urls: dict[str, str] = field(default_factory=dict)  # per exchange
     rest_urls: dict[str, str] = field(default_factory=dict)  # per exchange: origin replacing rest.trades URLs
     backfill: bool = True  # fetch the trades of gaps through the spec's rest.trades
+    gap_quiet_after: float = 10.0  # no trade this long after reconnecting: backfill the gap from REST alone
     symbol_list_urls: dict[str, str] = field(default_factory=dict)  # per exchange
     db: str = DEFAULT_DB
     output: str | None = None
@@ -57,6 +58,7 @@ class CollectOptions:
     markets: list[str] | None = None  # --markets perpetual,future: every listed instrument of these kinds
     params: dict[str, dict[str, str]] = field(default_factory=dict)  # -p: exchange ("" = every one) -> choices
     rest_url: str | None = None  # --rest-url URL: every exchange's HTTP endpoints
+    close_timeout: float = 30.0  # how long a stop waits for an away database before spilling
 
 
 @dataclass
@@ -69,6 +71,7 @@ class CollectResult:
     failures: list[str]
     per_exchange: dict[str, dict[str, int]]
     uncovered: list[runs.Uncovered] = field(default_factory=list)
+    lost: int = 0  # trades neither stored nor spilled (see Writer)
 
 
 def load_specs(targets: Sequence[str], dirs: list[str],
@@ -86,6 +89,7 @@ def load_specs(targets: Sequence[str], dirs: list[str],
     for name in every:
         if not any(name in dict(s.params) for s in specs):
             raise BittyError(f"-p {name}=…: no exchange collected declares the parameter {name!r}")
+    check_unique_names(specs)  # two files with one exchange name: refuse, never collect both
     return specs
 
 
@@ -196,13 +200,15 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     output = parse_output(options.output)
     store = Store(options.db)
     await asyncio.to_thread(store.open)
+    writer = Writer(store, on_stored=output.write if output else None, spill_dir=Path(options.spill_dir),
+                    close_timeout=options.close_timeout)
+    writer.start()  # first: a spill folder another collector holds is refused before anything starts
     await asyncio.to_thread(_record_instruments, store, connections, listings)
     run_id, uncovered = await asyncio.to_thread(runs.start, store, [s.name for s in specs])
-    writer = Writer(store, on_stored=output.write if output else None, spill_dir=Path(options.spill_dir))
-    writer.start()
     # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
     redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
-    keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected)
+    keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected,
+                       quiet_after=options.gap_quiet_after)
     await keeper.start(connections)
     stop = stop or asyncio.Event()
 
@@ -233,26 +239,40 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     all_done = loop.create_task(asyncio.wait(tasks))
     progress = loop.create_task(_progress(consumers, writer, options.progress_interval))
     heartbeat = loop.create_task(_alive(store, run_id))
-    waiters = [all_done, loop.create_task(stop.wait())]
+    # The writer is watched: if it fails, the run stops rather than go on collecting into nothing.
+    waiters = [all_done, loop.create_task(stop.wait()), loop.create_task(writer.failed.wait())]
     try:
         await asyncio.wait(waiters, timeout=options.duration, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        # Concurrently: a server slow to answer the close handshake holds up only its own stream.
-        await asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for task in (progress, heartbeat, *waiters):
-            task.cancel()
-        await writer.close()
-        await keeper.close({name: vars(s) for name, s in writer.per_exchange.items()})
+        try:
+            # Concurrently: a server slow to answer the close handshake holds up only its own stream.
+            await asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for task in (progress, heartbeat, *waiters):
+                task.cancel()
+            await writer.close()
+        except asyncio.CancelledError:
+            await writer.abort()  # a second signal: no more waiting, what the writer holds goes to disk
+            raise
+        try:
+            await keeper.close({name: vars(s) for name, s in writer.per_exchange.items()})
+        except sa.exc.SQLAlchemyError as exc:
+            logger.error("cannot record this run's coverage, the database is away: %s", _reason(exc))
         try:
             await asyncio.to_thread(runs.stop, store, run_id)
         except sa.exc.SQLAlchemyError as exc:
-            logger.error("cannot record the end of this run: %s", exc)
+            logger.error("cannot record the end of this run, the database is away (the next run will report "
+                         "it as stopped without a clean shutdown): %s", _reason(exc))
         store.close()
         if output:
             output.close()
     _log_progress(consumers, writer, None)
     failures = [f"{c.consumer_id}: {c.failed}" for c in consumers if c.failed]
+    if writer.failure:
+        failures.append(f"writer: {writer.failure}")
+    if writer.stats.lost:
+        failures.append(f"{writer.stats.lost} trades LOST: the database was away and {options.spill_dir} refused "
+                        "writes (see the log)")
     return CollectResult(
         received=writer.stats.received,
         stored=writer.stats.stored,
@@ -262,6 +282,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         failures=failures,
         per_exchange={name: vars(s).copy() for name, s in writer.per_exchange.items()},
         uncovered=uncovered,
+        lost=writer.stats.lost,
     )
 
 
@@ -288,6 +309,10 @@ def _record_instruments(store: Store, connections: list[tuple[Spec, list[str]]],
             save_instruments(store.engine, spec.name, listing)
         except sa.exc.SQLAlchemyError as exc:
             logger.warning("%s: cannot record the instruments: %s", spec.name, exc)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
 
 
 async def _alive(store: Store, run_id: int, interval: float = 5.0) -> None:
