@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -46,10 +47,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     problems: list[Problem] = []
     files = spec_paths(args.paths, paths.spec_dirs(args.exchanges_dir))
+    choices = _params(args.param)
+    every = choices.get("", {})
     loaded = []
     for file in files:
         try:
-            loaded.append(load_spec(file))
+            loaded.append(load_spec(file, params={**every, **choices.get(file.stem, {})}, optional=frozenset(every)))
         except SpecError as exc:
             problems += exc.problems
     problems += name_clashes(loaded)
@@ -68,26 +71,69 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from bitty.commands.collect import run
     from bitty.pipeline import CollectOptions
 
-    symbols = [s for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    symbols, per_exchange = _symbols(args.symbols)
+    urls, url = _per_exchange(args.url)
+    rest_urls, rest_url = _per_exchange(args.rest_url)
+    if rest_url is not None:
+        raise BittyError(f"--rest-url {rest_url!r}: expected EXCHANGE=URL")
     options = CollectOptions(
-        exchanges=args.exchanges, symbols=symbols, url=args.url, db=args.db, output=args.output,
+        exchanges=args.exchanges, symbols=symbols, url=url, db=args.db, output=args.output,
         duration=args.duration, max_trades=args.max_trades, exchanges_dirs=args.exchanges_dir,
         progress_interval=args.progress_interval, spill_dir=args.spill_dir,
-        backfill=not args.no_backfill, rest_urls=dict(_pairs(args.rest_url, "--rest-url")),
-        close_timeout=args.close_timeout,
+        backfill=not args.no_backfill, rest_urls=rest_urls, urls=urls, exchange_symbols=per_exchange,
+        markets=[m.strip() for m in args.markets.split(",") if m.strip()] if args.markets else None,
+        params=_params(args.param), rest_url=rest_url, close_timeout=args.close_timeout,
         status_addr=args.status_addr, health_limit=args.health_limit,
         live=sys.stderr.isatty() and getattr(args, "log_format", "text") == "text",
     )
     return run(options)
 
 
-def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
-    out = []
-    for value in values:
+def _exchange_prefix(value: str) -> tuple[str | None, str]:
+    """``binance:BTCUSDT`` -> ("binance", "BTCUSDT"); an exchange name is lower case, so native
+    symbols with a colon (Bitfinex ``tTESTBTC:TESTUSD``) are not split."""
+    name, sep, rest = value.partition(":")
+    if sep and re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name) and not rest.startswith("//"):
+        return name, rest
+    return None, value
+
+
+def _symbols(values: list[str] | None) -> tuple[list[str] | None, dict[str, list[str]]]:
+    """--symbols A,B (every exchange) and --symbols EXCHANGE:A,B (one), repeatable."""
+    every: list[str] = []
+    per: dict[str, list[str]] = {}
+    for value in values or []:
+        name, rest = _exchange_prefix(value)
+        items = [s.strip() for s in rest.split(",") if s.strip()]
+        if name is None:
+            every += items
+        else:
+            per.setdefault(name, []).extend(items)
+    return every or None, per
+
+
+def _per_exchange(values: list[str] | None) -> tuple[dict[str, str], str | None]:
+    """``EXCHANGE=URL`` pairs and one bare URL for every exchange."""
+    per: dict[str, str] = {}
+    bare = None
+    for value in values or []:
         name, sep, url = value.partition("=")
-        if not sep or not name or not url:
-            raise BittyError(f"{option} {value!r}: expected EXCHANGE=URL")
-        out.append((name, url))
+        if sep and re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
+            per[name] = url
+        else:
+            bare = value
+    return per, bare
+
+
+def _params(values: list[str] | None) -> dict[str, dict[str, str]]:
+    """``-p name=value`` (every exchange declaring it) and ``-p exchange.name=value``; "" keys the former."""
+    out: dict[str, dict[str, str]] = {}
+    for value in values or []:
+        key, sep, choice = value.partition("=")
+        if not sep or not key or not choice:
+            raise BittyError(f"-p {value!r}: expected NAME=VALUE or EXCHANGE.NAME=VALUE")
+        exchange, dot, name = key.rpartition(".")
+        out.setdefault(exchange if dot else "", {})[name] = choice
     return out
 
 
@@ -116,20 +162,35 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_symbols(args: argparse.Namespace) -> int:
-    from bitty.markets.instruments import fetch_listing
+    from bitty.markets.instruments import fetch_listing, save_instruments
     from bitty.spec.load import find_spec, load_spec
+    from bitty.storage.store import Store
 
-    spec = load_spec(find_spec(args.exchange, paths.spec_dirs(args.exchanges_dir)))
-    instruments = asyncio.run(fetch_listing(spec, args.url))
+    choices = _params(args.param)
+    spec = load_spec(find_spec(args.exchange, paths.spec_dirs(args.exchanges_dir)),
+                     params={**choices.get("", {}), **choices.get(args.exchange, {})})
+    instruments = asyncio.run(fetch_listing(spec, args.url, origin=args.rest_url))
+    if args.markets:
+        kinds = {k.strip() for k in args.markets.split(",")}
+        instruments = [i for i in instruments if i.kind in kinds]
+    if args.db:
+        store = Store(args.db)
+        try:
+            store.open()
+            save_instruments(store.engine, spec.name, instruments)
+        finally:
+            store.close()
     if args.format == "json":
-        print(orjson.dumps([{"native": i.native, "normalized": i.normalized} for i in instruments],
-                           option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps([i.as_dict() for i in instruments], option=orjson.OPT_INDENT_2).decode())
     else:
-        width = max([len(i.native) for i in instruments] + [6])
-        print(f"{'native':<{width}}  normalized")
-        for instrument in instruments:
-            print(f"{instrument.native:<{width}}  {instrument.normalized or '(cannot normalize)'}")
-    print(f"{len(instruments)} symbols", file=sys.stderr)
+        columns = ("native", "normalized", "kind", "settle", "expiry", "contract_size", "size_unit")
+        rows = [[str(i.as_dict()[c] if i.as_dict()[c] is not None else "") for c in columns] for i in instruments]
+        widths = [max([len(c)] + [len(r[n]) for r in rows]) for n, c in enumerate(columns)]
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+        for row in rows:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    saved = f", saved to the instruments table of {args.db}" if args.db else ""
+    print(f"{len(instruments)} instruments{saved}", file=sys.stderr)
     return 0
 
 
@@ -219,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("validate", "check exchange specs", "bitty validate", "bitty validate exchanges.d/kraken.yaml --format json")
     p.add_argument("paths", nargs="*", help="spec files, folders or exchange names (default: every spec)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="[EXCHANGE.]NAME=VALUE",
+                   help="check the specs with this parameter choice")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_validate)
@@ -228,8 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
             "bitty collect binance --db postgresql://bitty@localhost/bitty --status-addr 127.0.0.1:9108",
             "bitty --log-format json collect coinbase 2>> bitty.log")
     p.add_argument("exchanges", nargs="*", help="exchange names or spec files (default: every spec)")
-    p.add_argument("--symbols", help="comma-separated symbols, native or normalized (BTC-USD)")
-    p.add_argument("--url", help="websocket URL replacing the spec's (an origin alone keeps the spec's path)")
+    p.add_argument("--symbols", action="append", metavar="[EXCHANGE:]A,B",
+                   help="comma-separated symbols, native or normalized (BTC-USD); EXCHANGE: limits them to one "
+                        "exchange; repeatable")
+    p.add_argument("--markets", metavar="KIND,...",
+                   help="also collect every listed instrument of these kinds: spot, perpetual, future, option")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="[EXCHANGE.]NAME=VALUE",
+                   help="a spec parameter's choice, e.g. -p stream=aggTrade (a spec's `params` list its choices)")
+    p.add_argument("--url", action="append", metavar="[EXCHANGE=]URL",
+                   help="websocket URL replacing the spec's (an origin alone keeps the spec's path); "
+                        "EXCHANGE= for one exchange; repeatable")
     p.add_argument("--db", default=os.environ.get("BITTY_DB", "sqlite:///bitty.db"),
                    help="SQLAlchemy database URL (default: sqlite:///bitty.db, or $BITTY_DB)")
     p.add_argument("--output", help="also write stored trades as JSON lines: jsonl:PATH or - for stdout")
@@ -239,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-backfill", action="store_true",
                    help="record gaps but do not fetch their trades through the spec's rest.trades endpoint")
     p.add_argument("--rest-url", action="append", default=[], metavar="EXCHANGE=URL",
-                   help="origin replacing an exchange's rest.trades URL (a local replay, a proxy); repeatable")
+                   help="origin replacing every HTTP endpoint of an exchange: bootstrap, symbol list and "
+                        "rest.trades (a local replay, a proxy); repeatable")
     p.add_argument("--spill-dir", default="bitty-spill",
                    help="folder for trades waiting while the database is away (default: ./bitty-spill)")
     p.add_argument("--close-timeout", type=float, default=30.0, metavar="SECONDS",
@@ -263,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
             "bitty symbols binance --format json")
     p.add_argument("exchange")
     p.add_argument("--url", help="symbol list URL replacing the spec's")
+    p.add_argument("--rest-url", metavar="URL", help="origin replacing the host of every symbol list URL")
+    p.add_argument("--markets", metavar="KIND,...", help="only these kinds: spot, perpetual, future, option")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="a spec parameter's choice")
+    p.add_argument("--db", help="also save the instruments to this database's instruments table")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_symbols)

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -17,14 +18,14 @@ import sqlalchemy as sa
 from bitty.continuity.gapkeeper import GapKeeper
 from bitty.engine.consumer import BaseConsumer
 from bitty.engine.handover import Slot
-from bitty.errors import BittyError
-from bitty.markets.instruments import Instrument, fetch_listing
+from bitty.errors import BittyError, SymbolError
+from bitty.markets.instruments import Instrument, fetch_listing, redirect, save_instruments, unlisted
 from bitty.ops import terminal
 from bitty.ops.collector import CollectorSource, StoredCounts
 from bitty.ops.server import DEFAULT_HEALTH_LIMIT, StatusServer, parse_addr
 from bitty.spec import files as paths
 from bitty.spec.load import Spec, check_unique_names, load_spec, spec_paths
-from bitty.spec.symbols import resolve
+from bitty.spec.symbols import KINDS, parse_name, resolve
 from bitty.storage import runs
 from bitty.storage.store import Store
 from bitty.storage.writer import Writer
@@ -55,6 +56,10 @@ class CollectOptions:
     spill_dir: str = "bitty-spill"
     reconnect: bool = True
     backoff_initial: float = 1.0
+    exchange_symbols: dict[str, list[str]] = field(default_factory=dict)  # --symbols EXCHANGE:A,B
+    markets: list[str] | None = None  # --markets perpetual,future: every listed instrument of these kinds
+    params: dict[str, dict[str, str]] = field(default_factory=dict)  # -p: exchange ("" = every one) -> choices
+    rest_url: str | None = None  # --rest-url URL: every exchange's HTTP endpoints
     close_timeout: float = 30.0  # how long a stop waits for an away database before spilling
     status_addr: str | None = None  # HOST:PORT of the status server (metrics, health, live page)
     health_limit: float = DEFAULT_HEALTH_LIMIT  # seconds a stream or the database may be away before /healthz fails
@@ -74,36 +79,78 @@ class CollectResult:
     lost: int = 0  # trades neither stored nor spilled (see Writer)
 
 
-def load_specs(targets: Sequence[str], dirs: list[str]) -> list[Spec]:
-    specs = [load_spec(path) for path in spec_paths(targets, paths.spec_dirs(dirs))]
+def load_specs(targets: Sequence[str], dirs: list[str],
+               params: dict[str, dict[str, str]] | None = None) -> list[Spec]:
+    """The specs of ``targets`` with the chosen parameters (``params[""]`` applies to every spec
+    declaring them, ``params[exchange]`` to one)."""
+    params = params or {}
+    every = params.get("", {})
+    files = spec_paths(targets, paths.spec_dirs(dirs))
+    specs = [load_spec(path, params={**every, **params.get(path.stem, {})}, optional=frozenset(every))
+             for path in files]
+    unknown = sorted(set(params) - {""} - {p.stem for p in files} - {s.name for s in specs})
+    if unknown:
+        raise BittyError(f"-p {unknown[0]}.…: {unknown[0]!r} is not among the exchanges collected")
+    for name in every:
+        if not any(name in dict(s.params) for s in specs):
+            raise BittyError(f"-p {name}=…: no exchange collected declares the parameter {name!r}")
     check_unique_names(specs)  # two files with one exchange name: refuse, never collect both
     return specs
 
 
 def plan(specs: list[Spec], symbols: list[str] | None,
-         listings: dict[str, list[Instrument]] | None = None) -> list[tuple[Spec, list[str]]]:
-    """(spec, symbols of one connection) for every connection to open. With an exchange's
-    listing, unknown symbols are rejected with a suggestion."""
+         listings: dict[str, list[Instrument]] | None = None,
+         exchange_symbols: dict[str, list[str]] | None = None,
+         markets: list[str] | None = None) -> list[tuple[Spec, list[str]]]:
+    """(spec, symbols of one connection) for every connection to open. ``exchange_symbols``
+    (per exchange) beats ``symbols`` (every exchange); ``markets`` adds every listed instrument of
+    those kinds. With an exchange's listing, unknown symbols are rejected with a suggestion;
+    without one, native symbols are named by the general rules (``bitty.spec.symbols.guess``)."""
     out = []
+    per = exchange_symbols or {}
+    unknown = sorted(set(per) - {s.name for s in specs})
+    if unknown:
+        raise SymbolError(f"--symbols {unknown[0]}:...: {unknown[0]!r} is not among the exchanges collected "
+                          f"({', '.join(s.name for s in specs)})")
+    for kind in markets or ():
+        if kind not in KINDS:
+            raise SymbolError(f"--markets {kind!r}: expected one of {', '.join(KINDS)}")
+    today = datetime.now(UTC).date()
     for spec in specs:
         listing = (listings or {}).get(spec.name)
         known = [i.normalized for i in listing if i.normalized] if listing else None
-        chosen = resolve(spec.symbols, symbols, known) if symbols else list(spec.default_symbols)
+        requested = per.get(spec.name, symbols)
+        chosen = resolve(spec.symbols, requested, known, exchange=spec.name) if requested else []
+        if markets:
+            if listing is None:
+                raise SymbolError(f"{spec.name}: --markets {','.join(markets)} needs the exchange's listing, "
+                                  "which was not fetched (see the warning above); name the symbols with --symbols")
+            chosen += [i.normalized for i in listing
+                       if i.normalized and i.kind in markets and i.normalized not in chosen]
+        elif not requested:
+            chosen = list(spec.default_symbols)
+        for symbol in chosen:
+            parsed = parse_name(symbol)
+            if parsed is not None and parsed.expiry is not None and parsed.expiry < today:
+                logger.warning("%s: %s expired on %s: the exchange will probably send no trades for it",
+                               spec.name, symbol, parsed.expiry.isoformat())
         size = spec.max_symbols or len(chosen) or 1
         for i in range(0, len(chosen), size):
             out.append((spec, chosen[i:i + size]))
     return out
 
 
-async def fetch_listings(specs: list[Spec], urls: dict[str, str]) -> dict[str, list[Instrument]]:
+async def fetch_listings(specs: list[Spec], urls: dict[str, str],
+                         origins: dict[str, str] | None = None) -> dict[str, list[Instrument]]:
     """Symbol lists of the exchanges that declare one; an unreachable list is a warning, not an
-    error (symbols are then taken as given)."""
+    error (symbols are then taken as given). ``origins`` (``--rest-url``) redirects every URL
+    of an exchange's listing."""
     out: dict[str, list[Instrument]] = {}
     for spec in specs:
         if spec.symbol_list is None:
             continue
         try:
-            listing = await fetch_listing(spec, urls.get(spec.name))
+            listing = await fetch_listing(spec, urls.get(spec.name), origin=(origins or {}).get(spec.name))
         except BittyError as exc:
             logger.warning("%s: cannot check symbols against the exchange's list: %s", spec.name, exc)
             continue
@@ -142,9 +189,19 @@ def parse_output(value: str | None) -> JsonLines | None:
 
 async def collect(options: CollectOptions, stop: asyncio.Event | None = None) -> CollectResult:
     """Collect until ``stop`` is set, the duration passes, max_trades arrive, or every stream ends."""
-    specs = load_specs(options.exchanges, options.exchanges_dirs)
-    listings = await fetch_listings(specs, options.symbol_list_urls) if options.symbols else {}
-    connections = plan(specs, options.symbols, listings)
+    specs = load_specs(options.exchanges, options.exchanges_dirs, options.params)
+    if options.rest_url:
+        options.rest_urls = {**{s.name: options.rest_url for s in specs}, **options.rest_urls}
+    for spec in specs:  # `binance` also names the spec chosen as binance-aggtrade (-p stream=aggTrade)
+        stem = spec.path.stem
+        for per in (options.urls, options.rest_urls, options.symbol_list_urls):
+            if stem in per and spec.name not in per:
+                per[spec.name] = per.pop(stem)
+        if stem in options.exchange_symbols and spec.name not in options.exchange_symbols:
+            options.exchange_symbols[spec.name] = options.exchange_symbols.pop(stem)
+    wanted = options.symbols or options.exchange_symbols or options.markets
+    listings = await fetch_listings(specs, options.symbol_list_urls, options.rest_urls) if wanted else {}
+    connections = plan(specs, options.symbols, listings, options.exchange_symbols, options.markets)
     output = parse_output(options.output)
     status = await _start_status(options)
     try:
@@ -158,6 +215,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         if status is not None:
             await status.close()
         raise
+    await asyncio.to_thread(_record_instruments, store, connections, listings)
     run_id, uncovered = await asyncio.to_thread(runs.start, store, [s.name for s in specs])
     # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
     redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
@@ -176,7 +234,8 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     def make(spec: Spec, symbols: list[str], index: int) -> BaseConsumer:
         consumer = BaseConsumer(symbols, url=options.urls.get(spec.name, options.url), spec=spec,
                                 reconnect=options.reconnect, backoff_initial=options.backoff_initial,
-                                bootstrap_url=options.bootstrap_urls.get(spec.name),
+                                bootstrap_url=options.bootstrap_urls.get(spec.name) or _bootstrap_url(
+                                    spec, options.rest_urls.get(spec.name)),
                                 handover=spec.max_age is not None, rest_url=options.rest_urls.get(spec.name))
         consumer.on_trade(writer.put)
         consumer.on_quarantine(writer.quarantine)
@@ -248,6 +307,31 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         uncovered=uncovered,
         lost=writer.stats.lost,
     )
+
+
+def _bootstrap_url(spec: Spec, origin: str | None) -> str | None:
+    """The spec's bootstrap URL sent to ``--rest-url``'s origin (None: not redirected)."""
+    boot = spec.bootstrap
+    if boot is None or not origin:
+        return None
+    if boot.url.variables():
+        raise BittyError(f"{spec.name}: --rest-url cannot redirect a bootstrap URL built from variables")
+    return redirect(str(boot.url.render({})), origin)
+
+
+def _record_instruments(store: Store, connections: list[tuple[Spec, list[str]]],
+                        listings: dict[str, list[Instrument]]) -> None:
+    """Fill the ``instruments`` table: an exchange's listing when fetched, else the instruments
+    collected, named by the general rules (``source = guess``), so sizes keep a unit."""
+    for spec in {id(s): s for s, _ in connections}.values():
+        listing = listings.get(spec.name)
+        if listing is None:
+            listing = [unlisted(spec.symbols.to_native(symbol), symbol)
+                       for c, symbols in connections if c is spec for symbol in symbols]
+        try:
+            save_instruments(store.engine, spec.name, listing)
+        except sa.exc.SQLAlchemyError as exc:
+            logger.warning("%s: cannot record the instruments: %s", spec.name, exc)
 
 
 def _reason(exc: BaseException) -> str:

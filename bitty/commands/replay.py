@@ -14,6 +14,13 @@ A session is JSON Lines, one event per line:
                                ("deflate" for raw deflate)
     {"close": 1000}            the server closes the connection with this code
     {"open": "wss://..."}      (recordings) the client connected to this URL
+    {"http": "/path?query", "body": {...}}
+                               an HTTP answer the replay serves (any method) at this path: a
+                               bootstrap (KuCoin's token), a symbol list, a page of REST trades.
+                               Matched on path and query first, then on the path alone;
+                               "status" (default 200) and "body_text" (a non-JSON body) are optional.
+                               A whole exchange then runs offline from one file: point both
+                               ``--url`` and ``--rest-url`` at the replay.
     "t": 1.25                  optional: seconds since the connection opened (recordings);
                                ``--speed`` replays with these delays
 """
@@ -39,7 +46,7 @@ ANY = "<any>"
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # send | recv | close | open
+    kind: str  # send | recv | close | open | http
     data: Any = None  # send/recv: str or bytes (what goes on the wire); close: code
     expected: Any = None  # send: the JSON value (or text) expected from the client
     t: float | None = None
@@ -62,6 +69,11 @@ def parse_event(obj: dict[str, Any], where: str) -> Event | None:
         return Event("close", data=int(obj["close"] or 1000), t=t)
     if "open" in obj:
         return Event("open", data=obj["open"], t=t)
+    if "http" in obj:
+        if not isinstance(obj["http"], str) or not obj["http"].startswith("/"):
+            raise BittyError(f"{where}: \"http\" is the path an answer is served at, starting with /")
+        body = obj["body_text"].encode() if "body_text" in obj else codec.dumps(obj.get("body"))
+        return Event("http", data=(int(obj.get("status", 200)), body), expected=obj["http"], t=t)
     if "meta" in obj or "comment" in obj:
         return None
     raise BittyError(f"{where}: unknown session event {sorted(obj)}")
@@ -110,6 +122,15 @@ class ReplayServer:
     # Plain HTTP answers by path (a bootstrap call, a REST endpoint): path -> JSON body bytes.
     http: dict[str, bytes] = field(default_factory=dict)
     http_requests: list[str] = field(default_factory=list)
+    http_status: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The session's own HTTP answers (``{"http": path, "body": ...}``) join ``http``.
+        for event in self.events:
+            if event.kind == "http":
+                status, body = event.data
+                self.http.setdefault(event.expected, body)
+                self.http_status.setdefault(event.expected, status)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
@@ -129,10 +150,11 @@ class ReplayServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             self.http_requests.append(f"{request.method} {request.path_qs}")
-            body = self.http.get(request.path)
+            key = request.path_qs if request.path_qs in self.http else request.path
+            body = self.http.get(key)
             if body is None:
-                return web.Response(status=404, text=f"no fixture for {request.path}")
-            return web.Response(body=body, content_type="application/json")
+                return web.Response(status=404, text=f"no fixture for {request.path_qs}")
+            return web.Response(body=body, status=self.http_status.get(key, 200), content_type="application/json")
         ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
         await ws.prepare(request)
         self.connections += 1

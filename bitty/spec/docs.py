@@ -87,14 +87,14 @@ def _keepalive(spec: Spec) -> str:
 
 
 def render_exchanges(specs: list[Spec]) -> str:
-    lines = ["| exchange | feed | liveness | keepalive | trade ids | backfill | symbols / connection |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| exchange | feed | markets | liveness | keepalive | trade ids | backfill | symbols / connection |",
+             "|---|---|---|---|---|---|---|---|"]
     for spec in sorted(specs, key=lambda s: s.name):
         trade_kinds = [k for k in spec.messages if k.type == "trade"]
         has_ids = all(any(name == "trade_id" for name, _ in k.fields) for k in trade_kinds)
         ids = ("sequential" if spec.trade_ids == "sequential" else "exchange's") if has_ids else "derived"
         feed = spec.description.split(". ")[0].rstrip(".").replace("|", "\\|")
-        lines.append(f"| {spec.name} | {feed} | {_liveness(spec)} | {_keepalive(spec)} | {ids} | "
+        lines.append(f"| {spec.name} | {feed} | {', '.join(spec.markets)} | {_liveness(spec)} | {_keepalive(spec)} | {ids} | "
                      f"{'REST' if spec.rest_trades else '-'} | {spec.max_symbols or 'no limit'} |")
     return "\n".join(lines) + "\n"
 

@@ -8,14 +8,16 @@ of ``yaml.compose``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bitty.errors import BittyError, Problem, SpecError
 from bitty.lang.expr import Expr, ExpressionError, compile_expression, side_table_problems, suspicious
 from bitty.spec import files as paths
+from bitty.spec import params as spec_params
 from bitty.spec import source as yaml_source
 from bitty.spec.hooks import HooksError, check_hooks
 from bitty.spec.model import (
@@ -36,6 +38,9 @@ from bitty.spec.model import (
 from bitty.spec.schema import Report, fill_defaults, locate, schema, shape_problems
 from bitty.spec.symbols import SymbolRules
 from bitty.spec.template import Template
+
+# Optional expressions of symbols.list describing each instrument (kind, expiry, contract...).
+LISTING_FIELDS = ("kind", "settle", "expiry", "strike", "right", "contract_size", "inverse", "size_unit")
 
 __all__ = ["MessageKind", "RestTrades", "Spec", "find_spec", "load_spec", "parse_spec", "schema", "spec_files", "spec_paths"]
 
@@ -174,6 +179,8 @@ class _Builder:
             trade_ids=trade_ids,
             rest_trades=rest_trades,
             rest_latest=rest_latest,
+            params=(),  # the chosen values, set by parse_spec
+            markets=tuple(symbols_raw.get("markets") or (["perpetual"] if symbols_raw.get("suffix") == "PERP" else ["spot"])),
         )
 
     def symbol_rules(self, raw: dict[str, Any]) -> SymbolRules | None:
@@ -203,9 +210,11 @@ class _Builder:
         base = self.expr(p + ["base"], raw.get("base"))
         quote = self.expr(p + ["quote"], raw.get("quote"))
         filter_ = self.expr(p + ["filter"], raw.get("filter"))
+        more = {name: self.expr(p + [name], raw.get(name)) for name in LISTING_FIELDS}
         if records is None or native is None:
             return None
-        return SymbolList(raw["url"], records, native, base, quote, filter_)
+        urls = tuple(raw["url"]) if isinstance(raw["url"], list) else (raw["url"],)
+        return SymbolList(urls[0], records, native, base, quote, filter_, urls=urls, **more)
 
     def rest_trades(self, raw: dict[str, Any] | None) -> RestTrades | None:
         if raw is None:
@@ -340,8 +349,10 @@ class _Builder:
 # --- public entry points ----------------------------------------------------------------------
 
 
-def load_spec(path: str | Path, display: str | None = None) -> Spec:
-    """Load, check and compile one spec file; raise SpecError listing every problem."""
+def load_spec(path: str | Path, display: str | None = None, params: Mapping[str, str] | None = None,
+              optional: frozenset[str] = frozenset()) -> Spec:
+    """Load, check and compile one spec file with the chosen ``params`` (``-p name=value``;
+    those named in ``optional`` apply only where declared); raise SpecError listing every problem."""
     path = Path(path)
     file = display or _display(path)
     try:
@@ -352,10 +363,11 @@ def load_spec(path: str | Path, display: str | None = None) -> Spec:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([Problem(file, 1, 1, "$", f"cannot read: {exc}; save it as UTF-8 text")]) from None
-    return parse_spec(text, path, file)
+    return parse_spec(text, path, file, params, optional)
 
 
-def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
+def parse_spec(text: str, path: Path, file: str | None = None, params: Mapping[str, str] | None = None,
+               optional: frozenset[str] = frozenset()) -> Spec:
     file = file or str(path)
     try:
         root, data, duplicates = yaml_source.read(text, file)
@@ -366,6 +378,19 @@ def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
     if not isinstance(data, dict):
         report.add([], f"a spec is a mapping, not {type(data).__name__}; start with `name: ...`")
         raise SpecError(report.problems)
+    if "alias" in data:
+        return _alias(data, path, report, params or {}, optional)
+    try:
+        variables = spec_params.choose(data, params or {}, path.stem, optional)
+    except spec_params.ParamError as exc:
+        report.add(exc.path, str(exc))
+        raise SpecError(report.problems) from None
+    for where, message in spec_params.check(data):
+        report.add(where, message)
+    substituted: list[tuple[list[Any], str]] = []
+    data = spec_params.substitute(data, variables, [], substituted)
+    for where, message in substituted:
+        report.add(where, message)
     shape_problems(data, report)
     shape_ok = len(report.problems) == len(duplicates)
     fill_defaults(data)
@@ -378,7 +403,27 @@ def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
         spec = None
     if report.problems or spec is None:
         raise SpecError(sorted(report.problems, key=lambda p: (p.line, p.column)))
-    return spec
+    declared = data.get("params") or {}
+    return dataclasses.replace(spec, params=tuple((n, str(variables[n])) for n in declared))
+
+
+def _alias(data: dict[str, Any], path: Path, report: Report, params: Mapping[str, str],
+           optional: frozenset[str]) -> Spec:
+    """A spec file that is only ``alias: OTHER`` and ``params``: OTHER with those choices."""
+    extra = sorted(set(data) - {"alias", "params"})
+    if extra:
+        report.add([extra[0]], f"an alias file has only `alias` and `params`, not {extra[0]!r}")
+    chosen = data.get("params") or {}
+    if not isinstance(chosen, dict) or not isinstance(data["alias"], str):
+        report.add([], "an alias file is `alias: <exchange>` and `params: {name: value}`")
+    if report.problems:
+        raise SpecError(report.problems)
+    target = path.with_name(f"{data['alias']}{path.suffix}")
+    if not target.exists():
+        report.add(["alias"], f"no spec {target.name} beside this file")
+        raise SpecError(report.problems)
+    spec = load_spec(target, params={**{k: str(v) for k, v in chosen.items()}, **params}, optional=optional)
+    return dataclasses.replace(spec, path=path)
 
 
 def name_clashes(specs: Sequence[Spec]) -> list[Problem]:

@@ -69,12 +69,23 @@ class Bootstrap:
 
 @dataclass(frozen=True)
 class SymbolList:
-    url: str
+    url: str  # the first of ``urls``
     records: Expr
     native: Expr
     base: Expr | None
     quote: Expr | None
     filter: Expr | None
+    # How the listing tells an instrument's kind, settlement, expiry, strike, right and contract
+    # (bitty.markets.instruments reads them).
+    kind: Expr | None
+    settle: Expr | None
+    expiry: Expr | None
+    strike: Expr | None
+    right: Expr | None
+    contract_size: Expr | None
+    inverse: Expr | None
+    size_unit: Expr | None
+    urls: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -138,3 +149,6 @@ class Spec:
     trade_ids: str  # opaque | sequential | none (the exchange publishes none: derived)
     rest_trades: RestTrades | None
     rest_latest: RestLatest | None
+    # The spec's parameters as chosen (name, value), defaults included (bitty.spec.params).
+    params: tuple[tuple[str, str], ...]
+    markets: tuple[str, ...]  # symbols.markets: kinds of instrument collected

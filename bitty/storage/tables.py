@@ -1,4 +1,5 @@
-"""Every table bitty keeps, on one ``MetaData``: trades, quarantine, runs, and the coverage ledger.
+"""Every table bitty keeps, on one ``MetaData``: trades, quarantine, runs, the coverage ledger, and
+the instruments each exchange lists.
 
 Prices and sizes are exact: NUMERIC on PostgreSQL, decimal text on SQLite (whose NUMERIC is a
 float). Times are UTC on every database.
@@ -131,4 +132,28 @@ run_counts = sa.Table(
     sa.Column("stored", sa.Integer, nullable=False),
     sa.Column("duplicates", sa.Integer, nullable=False),
     sa.Column("quarantined", sa.Integer, nullable=False),
+)
+
+instruments = sa.Table(
+    # What an exchange lists (bitty.markets.instruments): one row per native symbol, replaced
+    # when the listing is fetched again. ``size_unit`` says how the trades' sizes are counted.
+    "instruments", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("exchange", sa.String(64), nullable=False),
+    sa.Column("native", sa.String(128), nullable=False),
+    sa.Column("symbol", sa.String(64), nullable=False),  # the normalized name trades are stored under
+    sa.Column("kind", sa.String(16), nullable=False),  # spot | perpetual | future | option
+    sa.Column("base", sa.String(32), nullable=True),
+    sa.Column("quote", sa.String(32), nullable=True),
+    sa.Column("settle", sa.String(32), nullable=True),
+    sa.Column("expiry", sa.Date, nullable=True),
+    sa.Column("strike", ExactDecimal(), nullable=True),
+    sa.Column("option_right", sa.String(1), nullable=True),  # C | P
+    sa.Column("contract_size", ExactDecimal(), nullable=True),
+    sa.Column("inverse", sa.Boolean, nullable=False, default=False),
+    sa.Column("size_unit", sa.String(16), nullable=False),  # base | contracts | quote
+    sa.Column("source", sa.String(8), nullable=False),  # listing | guess
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("exchange", "native", name="instruments_exchange_native"),
+    sa.Index("instruments_exchange_symbol", "exchange", "symbol"),
 )

@@ -45,7 +45,9 @@ def test_symbols_command_over_http(tmp_path: Path, capsys: pytest.CaptureFixture
         http = url.replace("ws://", "http://")
         assert main(["symbols", "coinbase", "--url", f"{http}/products", "--format", "json"]) == 0
         listed = json.loads(capsys.readouterr().out)
-        assert {"native": "ETH-BTC", "normalized": "ETH-BTC"} in listed
+        assert {"native": "ETH-BTC", "normalized": "ETH-BTC", "kind": "spot", "base": "ETH", "quote": "BTC",
+                "settle": "BTC", "expiry": None, "strike": None, "right": None, "contract_size": None,
+                "inverse": False, "size_unit": "base", "source": "listing"} in listed
         assert {i["native"] for i in listed} == {"BTC-USD", "ETH-USD", "ETH-BTC"}  # not delisted LTC-USD
         assert main(["symbols", "coinbase", "--url", f"{http}/missing"]) == 1
     finally:
