@@ -31,6 +31,7 @@ import asyncio
 import base64
 import logging
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,10 @@ class Event:
 
 def parse_event(obj: dict[str, Any], where: str) -> Event | None:
     t = obj.get("t")
+    if t is not None:
+        if isinstance(t, bool) or not isinstance(t, int | float | Decimal):
+            raise BittyError(f'{where}: "t" is the seconds since the connection opened, a number')
+        t = float(t)  # a delay for the event loop, not data (sessions decode numbers as Decimals)
     if "send" in obj:
         return Event("send", expected=obj["send"], t=t)
     if "send_text" in obj:
