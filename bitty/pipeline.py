@@ -143,7 +143,8 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     writer.start()
     # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
     redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
-    keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected)
+    keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected,
+                       writer=writer)
     await keeper.start(connections)
     stop = stop or asyncio.Event()
 
@@ -182,6 +183,8 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         await asyncio.gather(*tasks, return_exceptions=True)
         for task in (progress, heartbeat, *waiters):
             task.cancel()
+        writer.begin_close()  # a backfill waiting for the database gives up (to a spill file) at its deadline
+        await keeper.drain()  # backfills in flight hand their trades to the writer before it closes
         await writer.close()
         await keeper.close({name: vars(s) for name, s in writer.per_exchange.items()})
         try:
