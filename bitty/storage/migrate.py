@@ -4,13 +4,15 @@
 Every schema change is a migration (``migrations/versions/``); ``tables.py`` describes the
 schema they lead to. A database created before migrations existed (``create_all`` of the tables,
 no ``alembic_version``) is adopted: the baseline migration creates only the tables it lacks, and
-the later ones upgrade it. On PostgreSQL the upgrade runs in one transaction under an advisory
-lock, so collectors started together on a fresh database migrate it once, one after the other.
+the later ones upgrade it. The upgrade holds a lock (PostgreSQL: an advisory lock, in one
+transaction; SQLite: the database's write lock), so collectors started together on a fresh
+database migrate it once, one after the other.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -24,6 +26,9 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock's key for schema upgrades: any constant shared by every bitty ("bitty" in ASCII).
 LOCK_KEY = 0x6269747479
+# Alembic runs a migration through module-level state (``alembic.context``, ``alembic.op``):
+# one upgrade at a time in a process.
+_UPGRADING = threading.Lock()
 
 
 def config() -> Config:
@@ -47,11 +52,15 @@ def current(connection: sa.Connection) -> str | None:
 def upgrade(engine: sa.Engine) -> None:
     """Upgrade the database to the newest revision (a no-op when it is there already)."""
     cfg = config()
-    with engine.begin() as connection:
+    with _UPGRADING, engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             # Held to the end of this transaction; a second collector waits here, then finds
             # the schema at head (PostgreSQL's DDL is transactional: all or nothing).
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+        elif engine.dialect.name == "sqlite":
+            # The database's write lock, taken now rather than at the first write (the sqlite3
+            # module starts no transaction before DDL): the same, for collectors sharing a file.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         before = current(connection)
         if before == head():
             return

@@ -48,14 +48,16 @@ class Store:
     def open(self) -> None:
         """Connect, and bring the schema up to date (``bitty.storage.migrate``)."""
         try:
+            if self.dialect == "sqlite":
+                # Before anything else: switching to WAL fails at once (no waiting) while another
+                # connection, a second collector's, is inside a transaction; once WAL, it is a no-op.
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             migrate.upgrade(self.engine)
         except sa.exc.SQLAlchemyError as exc:
             raise SinkError(f"cannot open database {self.engine.url!r}: {_reason(exc)}") from None
-        if self.dialect == "sqlite":
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            if sqlite3.sqlite_version_info < (3, 32):
-                self._sqlite_rows = 64
+        if self.dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 32):
+            self._sqlite_rows = 64
 
     def close(self) -> None:
         self.engine.dispose()

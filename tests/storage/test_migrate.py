@@ -5,9 +5,12 @@ migrate a fresh database once, and SQLite keeps every time in one sortable UTC t
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +22,7 @@ from bitty.storage.ledger import Ledger
 from bitty.storage.store import Store, database_url
 from bitty.storage.tables import gaps, metadata, runs, trades
 from bitty.trade import Trade
+from tests.conftest import ROOT
 
 T0 = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -94,14 +98,14 @@ def test_database_of_the_previous_schema_is_upgraded_and_keeps_its_rows(db_url: 
     store.close()
 
 
-def test_collectors_started_together_migrate_a_fresh_postgresql_once(pg_url: str) -> None:
-    """Four stores opened at the same instant on an empty PostgreSQL schema all open, and the
-    schema is created once (no duplicate pg_type race)."""
+def test_stores_opened_together_in_one_process_migrate_once(db_url: str) -> None:
+    """Four stores opened at the same instant by four threads on an empty database all open, and
+    the schema is created once (no duplicate pg_type race, no two Alembic runs at once)."""
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
 
     def start() -> None:
-        store = Store(pg_url)
+        store = Store(db_url)
         try:
             barrier.wait(timeout=10)
             store.open()
@@ -116,7 +120,7 @@ def test_collectors_started_together_migrate_a_fresh_postgresql_once(pg_url: str
     for thread in threads:
         thread.join(timeout=50)
     assert errors == []
-    store = Store(pg_url)
+    store = Store(db_url)
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
         assert migrate.current(conn) == migrate.head()
@@ -153,4 +157,41 @@ def test_sqlite_times_are_one_sortable_utc_text(sqlite_url: str) -> None:
             "SELECT trade_id, time FROM trades WHERE time >= '2024-01-02 06:00:00' AND time < '2024-01-02 07:00:00' "
             "ORDER BY time").all()
     assert rows == [("2", "2024-01-02 06:04:05.000000")]
+    store.close()
+
+
+OPEN_WHEN_TOLD = """
+import pathlib, sys, time
+from bitty.storage.store import Store
+store = Store(sys.argv[1])
+go = pathlib.Path(sys.argv[2])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.001)
+store.open()
+store.close()
+"""
+
+
+def test_collectors_started_together_migrate_a_fresh_database_once(db_url: str, tmp_path: Path) -> None:
+    """Four collector processes opening a fresh database at once (one SQLite file, one PostgreSQL
+    schema) all start, and the schema is created once."""
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_WHEN_TOLD, db_url, str(go)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        go.touch()
+        results = [proc.communicate(timeout=40) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert [proc.returncode for proc in procs] == [0, 0, 0, 0], [err for _, err in results]
+    store = Store(db_url)
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+        assert migrate.current(conn) == migrate.head()
     store.close()
