@@ -1,10 +1,9 @@
-"""The ``bitty`` command line. Exit codes: 0 ok, 1 expected errors, 130 Ctrl-C, 3 bugs."""
+"""The ``bitty`` command line. Exit codes: 0 ok, 1 expected errors, 2 usage, 130 Ctrl-C, 3 bugs."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 import traceback
@@ -17,25 +16,43 @@ from bitty.errors import BittyError, Problem, SpecError
 from bitty.spec import files as paths
 
 
-def _setup_logging() -> None:
-    level = os.environ.get("LOG_LEVEL", "info").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(fmt: str = "text") -> None:
+    from bitty.ops import logs
+
+    logs.setup(fmt)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bitty")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _status_addr(value: str) -> str:
+    from bitty.ops.server import parse_addr
+
+    try:
+        parse_addr(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bitty.spec.load import load_spec, spec_paths
+    from bitty.spec.load import load_spec, name_clashes, spec_paths
 
     problems: list[Problem] = []
     files = spec_paths(args.paths, paths.spec_dirs(args.exchanges_dir))
+    loaded = []
     for file in files:
         try:
-            load_spec(file)
+            loaded.append(load_spec(file))
         except SpecError as exc:
             problems += exc.problems
+    problems += name_clashes(loaded)
     if args.format == "json":
         print(orjson.dumps({"files": [str(f) for f in files], "errors": [p.as_dict() for p in problems]},
                            option=orjson.OPT_INDENT_2).decode())
@@ -57,6 +74,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
         duration=args.duration, max_trades=args.max_trades, exchanges_dirs=args.exchanges_dir,
         progress_interval=args.progress_interval, spill_dir=args.spill_dir,
         backfill=not args.no_backfill, rest_urls=dict(_pairs(args.rest_url, "--rest-url")),
+        close_timeout=args.close_timeout,
+        status_addr=args.status_addr, health_limit=args.health_limit,
+        live=sys.stderr.isatty() and getattr(args, "log_format", "text") == "text",
     )
     return run(options)
 
@@ -141,9 +161,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from bitty.continuity.audit import audit, page, png, table
+    from bitty.continuity.audit import audit, open_store, page, png, table
     from bitty.lang.functions import iso_time
-    from bitty.storage.store import Store
 
     def moment(text: str | None, default: datetime) -> datetime:
         if text is None:
@@ -155,7 +174,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     until = moment(args.until, datetime.now(UTC))
     since = moment(args.since, until - timedelta(hours=args.hours))
-    store = Store(args.db)
+    if since >= until:
+        raise BittyError(f"the window is empty: --since {since:%Y-%m-%dT%H:%M:%SZ} is not before --until "
+                         f"{until:%Y-%m-%dT%H:%M:%SZ}")
+    store = open_store(args.db)
     try:
         symbols = [s for s in args.symbols.split(",") if s] if args.symbols else None
         report = audit(store, since, until, args.exchanges or None, symbols)
@@ -178,17 +200,33 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bitty", description="Collect live trades from exchanges over websockets.")
+    parser = argparse.ArgumentParser(
+        prog="bitty", description="Collect live trades from exchanges over websockets.",
+        epilog="example: bitty collect coinbase --symbols BTC-USD --status-addr 127.0.0.1:9108\n"
+               "exit codes: 0 ok, 1 error (message on stderr), 2 usage, 3 bug (traceback), 130 Ctrl-C",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"bitty {_version()}")
+    parser.add_argument("--log-format", choices=["text", "json"], default=argparse.SUPPRESS,
+                        help="log lines as text (UTC times) or one JSON object per line (default: text)")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help: str, *examples: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                              epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
     dirs_help = "an extra folder of exchange specs (repeatable); its specs override bundled ones of the same name"
 
-    p = sub.add_parser("validate", help="check exchange specs")
+    p = add("validate", "check exchange specs", "bitty validate", "bitty validate exchanges.d/kraken.yaml --format json")
     p.add_argument("paths", nargs="*", help="spec files, folders or exchange names (default: every spec)")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("collect", help="collect trades into a database")
+    p = add("collect", "collect trades into a database",
+            "bitty collect coinbase kraken --symbols BTC-USD,ETH-USD",
+            "bitty collect binance --db postgresql://bitty@localhost/bitty --status-addr 127.0.0.1:9108",
+            "bitty --log-format json collect coinbase 2>> bitty.log")
     p.add_argument("exchanges", nargs="*", help="exchange names or spec files (default: every spec)")
     p.add_argument("--symbols", help="comma-separated symbols, native or normalized (BTC-USD)")
     p.add_argument("--url", help="websocket URL replacing the spec's (an origin alone keeps the spec's path)")
@@ -204,34 +242,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="origin replacing an exchange's rest.trades URL (a local replay, a proxy); repeatable")
     p.add_argument("--spill-dir", default="bitty-spill",
                    help="folder for trades waiting while the database is away (default: ./bitty-spill)")
+    p.add_argument("--close-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long a stop waits for an away database before spilling what is left (default: 30)")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
+    p.add_argument("--status-addr", type=_status_addr, metavar="HOST:PORT",
+                   help="serve the live status page (/), /metrics (Prometheus), /healthz and /status here")
+    p.add_argument("--health-limit", type=float, default=60.0, metavar="SECONDS",
+                   help="how long a stream may reconnect or the database refuse writes before /healthz says 503 (default 60)")
+    p.add_argument("--log-format", choices=["text", "json"], default=argparse.SUPPRESS,
+                   help="log lines as text (UTC times) or one JSON object per line; text on a terminal shows a live table")
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("test", help="replay a spec's fixtures and compare with its golden rows")
+    p = add("test", "replay a spec's fixtures and compare with its golden rows", "bitty test", "bitty test kraken --update")
     p.add_argument("targets", nargs="*", help="exchange names or spec files (default: every spec)")
     p.add_argument("--update", action="store_true", help="rewrite the golden rows from the replay")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_test)
 
-    p = sub.add_parser("symbols", help="list an exchange's tradable symbols, native and normalized")
+    p = add("symbols", "list an exchange's tradable symbols, native and normalized", "bitty symbols kraken",
+            "bitty symbols binance --format json")
     p.add_argument("exchange")
     p.add_argument("--url", help="symbol list URL replacing the spec's")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_symbols)
 
-    p = sub.add_parser("demo", help="run the whole pipeline offline on bundled recordings")
+    p = add("demo", "run the whole pipeline offline on bundled recordings", "bitty demo", "bitty demo kraken --db sqlite:///demo.db")
     p.add_argument("exchanges", nargs="*", help="exchanges to replay (default: coinbase, binance, kraken, bitstamp)")
     p.add_argument("--db", default="sqlite:///bitty-demo.db", help="database URL (default: sqlite:///bitty-demo.db)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("replay", help="serve a recorded session as a local websocket exchange")
+    p = add("replay", "serve a recorded session as a local websocket exchange",
+            "bitty replay session.jsonl --port 8765 --speed 1  # then: bitty collect coinbase --url ws://127.0.0.1:8765")
     p.add_argument("file", help="session file (JSON lines, see `bitty record`)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--speed", type=float, help="replay at recorded pace times this factor (default: as fast as possible)")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("record", help="record raw frames of a live connection to a session file")
+    p = add("record", "record raw frames of a live connection to a session file",
+            "bitty record coinbase --symbols BTC-USD --duration 30 --out session.jsonl")
     p.add_argument("exchange")
     p.add_argument("--out", required=True, help="session file to write")
     p.add_argument("--symbols", help="comma-separated symbols")
@@ -240,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_record)
 
-    p = sub.add_parser("audit", help="report how complete the stored trades of a time window are")
+    p = add("audit", "report how complete the stored trades of a time window are",
+            "bitty audit --hours 6 --html audit.html",
+            "bitty audit coinbase --symbols BTC-USD --since 2024-05-14T09:00:00Z --until 2024-05-14T12:00:00Z --png audit.png")
     p.add_argument("exchanges", nargs="*", help="exchanges to report (default: all in the database)")
     p.add_argument("--symbols", help="comma-separated normalized symbols (default: all)")
     p.add_argument("--db", default=os.environ.get("BITTY_DB", "sqlite:///bitty.db"), help="database URL")
@@ -255,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging()
+    _setup_logging(getattr(args, "log_format", "text"))
     try:
         return int(args.func(args))
     except BittyError as exc:

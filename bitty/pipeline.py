@@ -6,8 +6,7 @@ import asyncio
 import functools
 import logging
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -20,8 +19,11 @@ from bitty.engine.consumer import BaseConsumer
 from bitty.engine.handover import Slot
 from bitty.errors import BittyError
 from bitty.markets.instruments import Instrument, fetch_listing
+from bitty.ops import terminal
+from bitty.ops.collector import CollectorSource, StoredCounts
+from bitty.ops.server import DEFAULT_HEALTH_LIMIT, StatusServer, parse_addr
 from bitty.spec import files as paths
-from bitty.spec.load import Spec, load_spec, spec_paths
+from bitty.spec.load import Spec, check_unique_names, load_spec, spec_paths
 from bitty.spec.symbols import resolve
 from bitty.storage import runs
 from bitty.storage.store import Store
@@ -42,6 +44,7 @@ class CollectOptions:
     bootstrap_urls: dict[str, str] = field(default_factory=dict)  # per exchange
     rest_urls: dict[str, str] = field(default_factory=dict)  # per exchange: origin replacing rest.trades URLs
     backfill: bool = True  # fetch the trades of gaps through the spec's rest.trades
+    gap_quiet_after: float = 10.0  # no trade this long after reconnecting: backfill the gap from REST alone
     symbol_list_urls: dict[str, str] = field(default_factory=dict)  # per exchange
     db: str = DEFAULT_DB
     output: str | None = None
@@ -52,6 +55,10 @@ class CollectOptions:
     spill_dir: str = "bitty-spill"
     reconnect: bool = True
     backoff_initial: float = 1.0
+    close_timeout: float = 30.0  # how long a stop waits for an away database before spilling
+    status_addr: str | None = None  # HOST:PORT of the status server (metrics, health, live page)
+    health_limit: float = DEFAULT_HEALTH_LIMIT  # seconds a stream or the database may be away before /healthz fails
+    live: bool = False  # a live table on the terminal instead of progress lines
 
 
 @dataclass
@@ -64,10 +71,13 @@ class CollectResult:
     failures: list[str]
     per_exchange: dict[str, dict[str, int]]
     uncovered: list[runs.Uncovered] = field(default_factory=list)
+    lost: int = 0  # trades neither stored nor spilled (see Writer)
 
 
 def load_specs(targets: Sequence[str], dirs: list[str]) -> list[Spec]:
-    return [load_spec(path) for path in spec_paths(targets, paths.spec_dirs(dirs))]
+    specs = [load_spec(path) for path in spec_paths(targets, paths.spec_dirs(dirs))]
+    check_unique_names(specs)  # two files with one exchange name: refuse, never collect both
+    return specs
 
 
 def plan(specs: list[Spec], symbols: list[str] | None,
@@ -136,23 +146,34 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     listings = await fetch_listings(specs, options.symbol_list_urls) if options.symbols else {}
     connections = plan(specs, options.symbols, listings)
     output = parse_output(options.output)
-    store = Store(options.db)
-    await asyncio.to_thread(store.open)
+    status = await _start_status(options)
+    try:
+        store = Store(options.db)
+        await asyncio.to_thread(store.open)
+        stored = StoredCounts()
+        writer = Writer(store, on_stored=_tee(stored.add, output.write if output else None),
+                        spill_dir=Path(options.spill_dir), close_timeout=options.close_timeout)
+        writer.start()  # a spill folder another collector holds is refused before anything is recorded
+    except BaseException:
+        if status is not None:
+            await status.close()
+        raise
     run_id, uncovered = await asyncio.to_thread(runs.start, store, [s.name for s in specs])
-    writer = Writer(store, on_stored=output.write if output else None, spill_dir=Path(options.spill_dir))
-    writer.start()
     # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
     redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
     keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected,
-                       writer=writer)
+                       quiet_after=options.gap_quiet_after, writer=writer)
     await keeper.start(connections)
+    source = CollectorSource([], writer, keeper, stored)
+    if status is not None:
+        status.attach(source)
     stop = stop or asyncio.Event()
 
     def count(_trade: Trade) -> None:
         if options.max_trades is not None and writer.stats.received >= options.max_trades:
             stop.set()
 
-    def make(spec: Spec, symbols: list[str]) -> BaseConsumer:
+    def make(spec: Spec, symbols: list[str], index: int) -> BaseConsumer:
         consumer = BaseConsumer(symbols, url=options.urls.get(spec.name, options.url), spec=spec,
                                 reconnect=options.reconnect, backoff_initial=options.backoff_initial,
                                 bootstrap_url=options.bootstrap_urls.get(spec.name),
@@ -160,42 +181,64 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         consumer.on_trade(writer.put)
         consumer.on_quarantine(writer.quarantine)
         keeper.attach(consumer)
+        source.watch(index, consumer)
         if options.max_trades is not None:
             consumer.on_trade(count)
         return consumer
 
     consumers: list[Slot] = []
-    for spec, symbols in connections:
-        consumers.append(Slot(functools.partial(make, spec, symbols), spec.max_age))
+    for index, (spec, symbols) in enumerate(connections):
+        consumers.append(Slot(functools.partial(make, spec, symbols, index), spec.max_age))
+        source.slots.append(consumers[-1])
         logger.info("%s: %d symbols on one connection: %s", spec.name, len(symbols), ", ".join(symbols))
 
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(c.run()) for c in consumers]
+    for index, running in enumerate(tasks):
+        running.add_done_callback(functools.partial(_finished, source, index))
     all_done = loop.create_task(asyncio.wait(tasks))
-    progress = loop.create_task(_progress(consumers, writer, options.progress_interval))
+    reports = terminal.Progress(source)
+    progress = loop.create_task(terminal.run(reports, options.progress_interval, options.live))
     heartbeat = loop.create_task(_alive(store, run_id))
-    waiters = [all_done, loop.create_task(stop.wait())]
+    # The writer is watched: if it fails, the run stops rather than go on collecting into nothing.
+    waiters = [all_done, loop.create_task(stop.wait()), loop.create_task(writer.failed.wait())]
     try:
         await asyncio.wait(waiters, timeout=options.duration, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        # Concurrently: a server slow to answer the close handshake holds up only its own stream.
-        await asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for task in (progress, heartbeat, *waiters):
-            task.cancel()
-        writer.begin_close()  # a backfill waiting for the database gives up (to a spill file) at its deadline
-        await keeper.drain()  # backfills in flight hand their trades to the writer before it closes
-        await writer.close()
-        await keeper.close({name: vars(s) for name, s in writer.per_exchange.items()})
+        try:
+            # Concurrently: a server slow to answer the close handshake holds up only its own stream.
+            await asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for task in (progress, heartbeat, *waiters):
+                task.cancel()
+            await asyncio.gather(progress, return_exceptions=True)  # the live table ends before the last lines
+            writer.begin_close()  # a backfill waiting for the database gives up (to a spill file) at its deadline
+            await keeper.drain()  # backfills in flight hand their trades to the writer before it closes
+            await writer.close()
+        except asyncio.CancelledError:
+            await writer.abort()  # a second signal: no more waiting, what the writer holds goes to disk
+            raise
+        try:
+            await keeper.close({name: vars(s) for name, s in writer.per_exchange.items()})
+        except sa.exc.SQLAlchemyError as exc:
+            logger.error("cannot record this run's coverage, the database is away: %s", _reason(exc))
         try:
             await asyncio.to_thread(runs.stop, store, run_id)
         except sa.exc.SQLAlchemyError as exc:
-            logger.error("cannot record the end of this run: %s", exc)
+            logger.error("cannot record the end of this run, the database is away (the next run will report "
+                         "it as stopped without a clean shutdown): %s", _reason(exc))
         store.close()
         if output:
             output.close()
-    _log_progress(consumers, writer, None)
+        if status is not None:
+            await status.close()
+    reports.log(final=True)
     failures = [f"{c.consumer_id}: {c.failed}" for c in consumers if c.failed]
+    if writer.failure:
+        failures.append(f"writer: {writer.failure}")
+    if writer.stats.lost:
+        failures.append(f"{writer.stats.lost} trades LOST: the database was away and {options.spill_dir} refused "
+                        "writes (see the log)")
     return CollectResult(
         received=writer.stats.received,
         stored=writer.stats.stored,
@@ -205,7 +248,12 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         failures=failures,
         per_exchange={name: vars(s).copy() for name, s in writer.per_exchange.items()},
         uncovered=uncovered,
+        lost=writer.stats.lost,
     )
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
 
 
 async def _alive(store: Store, run_id: int, interval: float = 5.0) -> None:
@@ -218,32 +266,29 @@ async def _alive(store: Store, run_id: int, interval: float = 5.0) -> None:
             logger.debug("cannot record run liveness: %s", exc)
 
 
-async def _progress(consumers: list[Slot], writer: Writer, interval: float) -> None:
-    last: dict[str, tuple[float, int]] = {}
-    while True:
-        await asyncio.sleep(interval)
-        last = _log_progress(consumers, writer, last)
+async def _start_status(options: CollectOptions) -> StatusServer | None:
+    """Bind the status server before anything is opened or recorded, so a taken port stops the run at once."""
+    if options.status_addr is None:
+        return None
+    try:
+        host, port = parse_addr(options.status_addr)
+    except ValueError as exc:
+        raise BittyError(f"--status-addr {exc}") from None
+    server = StatusServer(host, port, health_limit=options.health_limit)
+    await server.start()
+    return server
 
 
-def _log_progress(consumers: list[Slot], writer: Writer,
-                  last: dict[str, tuple[float, int]] | None) -> dict[str, tuple[float, int]]:
-    now = time.monotonic()
-    out: dict[str, tuple[float, int]] = {}
-    names = sorted({c.exchange_name for c in consumers})
-    for name in names:
-        mine = [c for c in consumers if c.exchange_name == name]
-        stats = writer.per_exchange.get(name)
-        received = stats.received if stats else 0
-        before = (last or {}).get(name)
-        rate = (received - before[1]) / (now - before[0]) if before and now > before[0] else 0.0
-        out[name] = (now, received)
-        connected = sum(1 for c in mine if c.is_connected())
-        logger.info(
-            "%s: %d trades received (%.1f/s), %d stored, %d duplicates, %d quarantined, "
-            "%d/%d connected, %d reconnects%s",
-            name, received, rate, stats.stored if stats else 0, stats.duplicates if stats else 0,
-            sum(c.stats.quarantined for c in mine), connected, len(mine),
-            sum(c.stats.reconnects for c in mine),
-            "" if last is not None else " (final)",
-        )
-    return out
+def _finished(source: CollectorSource, index: int, _task: object) -> None:
+    source.finished.add(index)
+
+
+def _tee(*calls: Callable[[list[Trade]], object] | None) -> Callable[[list[Trade]], None]:
+    """One ``on_stored`` callback calling each of ``calls`` in turn."""
+    chosen = [c for c in calls if c is not None]
+
+    def call(batch: list[Trade]) -> None:
+        for each in chosen:
+            each(batch)
+
+    return call

@@ -17,6 +17,7 @@ LAYERS = [
     ("bitty.mapping", "bitty.storage"),
     ("bitty.engine", "bitty.markets"),
     ("bitty.continuity",),
+    ("bitty.ops",),
     ("bitty.pipeline",),
     ("bitty.commands",),
     ("bitty.cli",),

@@ -14,14 +14,18 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 logger = logging.getLogger(__name__)
+# Alembic narrates every step at INFO, from its import on (plugins, DDL mode, each revision):
+# bitty logs one line per upgrade instead, and keeps Alembic's warnings. Alembic is imported
+# only here, after this, and only by what opens a database for writing.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock's key for schema upgrades: any constant shared by every bitty ("bitty" in ASCII).
@@ -32,6 +36,8 @@ _UPGRADING = threading.Lock()
 
 
 def config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
@@ -39,6 +45,8 @@ def config() -> Config:
 
 def head() -> str:
     """The newest revision shipped with this bitty."""
+    from alembic.script import ScriptDirectory
+
     revision = ScriptDirectory.from_config(config()).get_current_head()
     assert revision is not None
     return revision
@@ -46,11 +54,15 @@ def head() -> str:
 
 def current(connection: sa.Connection) -> str | None:
     """The revision a database is at (None: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
 def upgrade(engine: sa.Engine) -> None:
     """Upgrade the database to the newest revision (a no-op when it is there already)."""
+    from alembic import command
+
     cfg = config()
     with _UPGRADING, engine.begin() as connection:
         if engine.dialect.name == "postgresql":
