@@ -17,6 +17,7 @@ from bitty.pipeline import CollectOptions, collect
 from bitty.storage import spill
 from bitty.storage.ledger import Ledger
 from bitty.storage.store import Store
+from bitty.storage.writer import Writer
 from tests.reliability.proxy import Proxy
 from tests.wsserver import serve
 
@@ -197,7 +198,8 @@ class DatabaseCutDuringBackfill(Exchange):
 
 def test_database_outage_during_a_backfill_loses_nothing(tmp_path: Path, pg_url: str) -> None:
     """PostgreSQL cut while a gap is backfilled: the recovered trades wait in the writer's retries
-    and are stored once it is back; the gap closes with its counts and nothing is missing."""
+    and are stored once it is back, mirrored to --output, and the gap closes with its counts; live
+    trades of the outage that the run stops on are in the spill journal. Nothing is missing."""
     spec = tmp_path / "localx.yaml"
     spec.write_text(SPEC)
     out = tmp_path / "trades.jsonl"
@@ -211,12 +213,26 @@ def test_database_outage_during_a_backfill_loses_nothing(tmp_path: Path, pg_url:
         await proxy.cut()
         return exchange
 
+    async def write_back() -> None:
+        """What the next run does first: write the spill folder back."""
+        store = Store(pg_url)
+        await asyncio.to_thread(store.open)
+        writer = Writer(store, flush_interval=0.05, spill_dir=tmp_path / "spill")
+        writer.start()
+        await writer.close()
+        store.close()
+
     exchange = asyncio.run(main())
     assert exchange.cut
     store = Store(pg_url)
-    assert sorted(int(t.trade_id) for t in store.read_trades("localx")) == list(range(1, 10))
-    assert sorted(int(orjson.loads(line)["trade_id"]) for line in out.read_bytes().splitlines()) == list(range(1, 10))
+    stored = [int(t.trade_id) for t in store.read_trades("localx")]
+    spilled = [int(t.trade_id) for path in spill.pending(tmp_path / "spill") for t in spill.read(path)]
+    assert {4, 5, 6} <= set(stored)  # the backfilled trades, in this run
+    assert set(stored) | set(spilled) == set(range(1, 10))
+    mirrored = [int(orjson.loads(line)["trade_id"]) for line in out.read_bytes().splitlines()]
+    assert sorted(mirrored) == sorted(stored)  # every trade stored by this run is in the --output file, once
     [gap] = Ledger(store.engine).gaps("localx")
     assert (gap.from_id, gap.to_id, gap.status, gap.backfilled, gap.duplicates) == ("3", "7", "closed", 3, 0)
-    assert spill.pending(tmp_path / "spill") == []
+    asyncio.run(write_back())
+    assert sorted(int(t.trade_id) for t in store.read_trades("localx")) == list(range(1, 10))
     store.close()
