@@ -220,7 +220,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
     redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
     keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected,
-                       quiet_after=options.gap_quiet_after)
+                       quiet_after=options.gap_quiet_after, writer=writer)
     await keeper.start(connections)
     source = CollectorSource([], writer, keeper, stored)
     if status is not None:
@@ -271,6 +271,8 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
             for task in (progress, heartbeat, *waiters):
                 task.cancel()
             await asyncio.gather(progress, return_exceptions=True)  # the live table ends before the last lines
+            writer.begin_close()  # a backfill waiting for the database gives up (to a spill file) at its deadline
+            await keeper.drain()  # backfills in flight hand their trades to the writer before it closes
             await writer.close()
         except asyncio.CancelledError:
             await writer.abort()  # a second signal: no more waiting, what the writer holds goes to disk

@@ -9,8 +9,10 @@ backfilled from REST alone, up to the exchange's latest trade. Where the spec pr
 sequential trade ids, a skipped id opens a gap at once. A collect run that starts where an
 earlier one left off opens a ``restart`` gap.
 
-Ledger writes and backfilled inserts go through one worker thread, in the order they were asked
-for, so the websocket callbacks stay synchronous and never wait on the database.
+Ledger writes go through one worker thread, in the order they were asked for, so the websocket
+callbacks stay synchronous and never wait on the database. Backfilled trades go to the database
+the way live trades do, through the writer (``Writer.write_now``): retries, spill, the refused-row
+file, the ``--output`` mirror and the counts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
+import sqlalchemy as sa
 
 from bitty.continuity.backfill import Backfiller, Result, Sleep, Window
 from bitty.continuity.sequence import Continuity, as_int
@@ -31,6 +34,7 @@ from bitty.engine.consumer import BaseConsumer, StreamEvent
 from bitty.spec.load import Spec
 from bitty.storage.ledger import Ledger
 from bitty.storage.store import Store
+from bitty.storage.writer import Writer
 from bitty.trade import Trade
 
 logger = logging.getLogger(__name__)
@@ -66,8 +70,9 @@ class KeeperStats:
 class GapKeeper:
     def __init__(self, store: Store, specs: list[Spec], rest_urls: dict[str, str] | None = None,
                  backfill: bool = True, sleep: Sleep = asyncio.sleep, no_backfill: set[str] | None = None,
-                 quiet_after: float = 10.0) -> None:
+                 quiet_after: float = 10.0, *, writer: Writer) -> None:
         self.store = store
+        self.writer = writer  # the one road to the database for backfilled trades
         self.ledger = Ledger(store.engine)
         self.specs = {s.name: s for s in specs}
         self.rest_urls = rest_urls or {}
@@ -121,12 +126,17 @@ class GapKeeper:
                 self._open(spec.name, symbol, restart)
                 stream.pending = restart
 
-    async def close(self, counts: dict[str, dict[str, int]] | None = None) -> None:
-        """Wait for running backfills, record the run's counts per exchange, and stop."""
+    async def drain(self) -> None:
+        """Wait for running backfills (they hand their trades to the writer: call it before
+        closing the writer)."""
         for task in list(self._quiet):
             task.cancel()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self, counts: dict[str, dict[str, int]] | None = None) -> None:
+        """Wait for running backfills, record the run's counts per exchange, and stop."""
+        await self.drain()
         if self._session is not None:
             await self._session.close()
         ended = _now()
@@ -175,12 +185,12 @@ class GapKeeper:
             stream.pending = None
             self._submit(self._bound, pending, trade.time, trade.trade_id)
             self._submit(self._settle, pending, "closed",
-                         "no trade missed: the exchange's latest trade after reconnecting is the last one held", [])
+                         "no trade missed: the exchange's latest trade after reconnecting is the last one held",  0, 0)
         elif pending is not None and not self._older(trade, pending):
             stream.pending = None
             self._submit(self._bound, pending, trade.time, trade.trade_id)
             if continuity is not None and hole is None and _next_id(previous, trade.trade_id):
-                self._submit(self._settle, pending, "closed", "no trade missed: trade ids are contiguous", [])
+                self._submit(self._settle, pending, "closed", "no trade missed: trade ids are contiguous", 0, 0)
             else:
                 window = Window(trade.symbol, pending.from_time, trade.time, pending.from_id, trade.trade_id)
                 self._spawn(self._backfill(trade.exchange, pending, window))
@@ -236,11 +246,10 @@ class GapKeeper:
         assert gap.id is not None
         self.ledger.bound_gap(gap.id, to_time, to_id)
 
-    def _settle(self, gap: _Gap, status: str, reason: str, found: list[Trade]) -> None:
+    def _settle(self, gap: _Gap, status: str, reason: str, backfilled: int, duplicates: int) -> None:
         assert gap.id is not None
-        stored = self.store.write(found) if found else []
-        self.ledger.settle(gap.id, status, reason, _now(), len(stored), len(found) - len(stored))
-        self.stats.backfilled += len(stored)
+        self.ledger.settle(gap.id, status, reason, _now(), backfilled, duplicates)
+        self.stats.backfilled += backfilled
         if status == "closed":
             self.stats.closed += 1
         elif status == "unrecoverable":
@@ -251,12 +260,22 @@ class GapKeeper:
         if backfiller is None:
             why = ("the spec has no rest.trades" if self.specs[exchange].rest_trades is None else
                    "backfill is off for this exchange (off, or its websocket URL is redirected without a REST URL)")
-            await self._run(self._settle, gap, "unrecoverable", why, [])
+            await self._run(self._settle, gap, "unrecoverable", why, 0, 0)
             return
         result = await backfiller.fill(window)
         self.stats.results.append(result)
         logger.info("%s %s: gap %s: %s", exchange, window.symbol, result.status, result.reason)
-        await self._run(self._settle, gap, result.status, result.reason, result.trades)
+        status, reason, found = result.status, result.reason, result.trades
+        stored = await self.writer.write_now(found)
+        if stored is None:
+            # Spilled (the database was away): safe on disk, but which were new is unknown. The
+            # gap stays open, bounded, and the next run fetches it again and counts it.
+            status, reason = "open", f"{reason}; its {len(found)} trades were spilled: the database was away"
+            stored, found = [], []
+        try:
+            await self._run(self._settle, gap, status, reason, len(stored), len(found) - len(stored))
+        except sa.exc.SQLAlchemyError as exc:  # the gap stays open in the ledger: the next run fetches it again
+            logger.error("%s %s: cannot record the gap's outcome (%s): %s", exchange, window.symbol, status, exc)
 
     # --- plumbing --------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bitty.storage.tables import coverage, gaps, metadata, quarantine, run_counts, trades
+from bitty.storage import migrate
+from bitty.storage.tables import coverage, gaps, quarantine, run_counts, trades
 
 CAUSES = ("disconnect", "watchdog", "restart", "sequence")
 
@@ -36,13 +37,13 @@ class Gap:
 
 
 class Ledger:
-    """Coverage and gaps in the trade database (its own tables, created on ``open``)."""
+    """Coverage and gaps in the trade database (its own tables, brought up to date on ``open``)."""
 
     def __init__(self, engine: sa.engine.Engine) -> None:
         self.engine = engine
 
     def open(self) -> None:
-        metadata.create_all(self.engine)
+        migrate.upgrade(self.engine)  # a no-op after Store.open
 
     # --- coverage ---
 

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bitty.errors import SinkError
-from bitty.storage.tables import metadata, quarantine, trades
+from bitty.storage import migrate
+from bitty.storage.tables import quarantine, trades
 from bitty.trade import THREE_DIGITS, Quarantined, SecondText, Trade
 
 UTC = UTC
@@ -31,6 +32,7 @@ class Store:
     """A database holding trades; ``write`` inserts a batch and reports which rows were new."""
 
     def __init__(self, url: str) -> None:
+        url = database_url(url)
         self.url = url
         try:
             connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
@@ -44,15 +46,18 @@ class Store:
             raise SinkError(f"database {self.dialect!r} is not supported: use sqlite:// or postgresql://")
 
     def open(self) -> None:
+        """Connect, and bring the schema up to date (``bitty.storage.migrate``)."""
         try:
-            metadata.create_all(self.engine)
+            if self.dialect == "sqlite":
+                # Before anything else: switching to WAL fails at once (no waiting) while another
+                # connection, a second collector's, is inside a transaction; once WAL, it is a no-op.
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            migrate.upgrade(self.engine)
         except sa.exc.SQLAlchemyError as exc:
             raise SinkError(f"cannot open database {self.engine.url!r}: {_reason(exc)}") from None
-        if self.dialect == "sqlite":
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            if sqlite3.sqlite_version_info < (3, 32):
-                self._sqlite_rows = 64
+        if self.dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 32):
+            self._sqlite_rows = 64
 
     def close(self) -> None:
         self.engine.dispose()
@@ -129,6 +134,15 @@ class Store:
     def count(self, table: sa.Table = trades) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def database_url(url: str) -> str:
+    """``postgres://`` (Heroku, libpq) and ``postgresql://`` name bitty's PostgreSQL driver,
+    psycopg 3 (the ``postgres`` extra); SQLAlchemy's own default there is psycopg2."""
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
 
 
 # Many rows per statement: the sqlite3 module releases the GIL around every step, and a writer

@@ -2,7 +2,11 @@
 the instruments each exchange lists.
 
 Prices and sizes are exact: NUMERIC on PostgreSQL, decimal text on SQLite (whose NUMERIC is a
-float). Times are UTC on every database.
+float). Times are UTC on every database: ``timestamp with time zone`` on PostgreSQL, and on
+SQLite one sortable text form, ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC, six fraction digits always).
+
+This is the schema the migrations (``migrations/versions/``) lead to: a change here needs a
+migration too (docs/storage.md), and a test checks that the two agree.
 """
 
 from __future__ import annotations
@@ -55,9 +59,18 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 metadata = sa.MetaData()
 
+# 64-bit ids: BIGINT (BIGSERIAL) on PostgreSQL; on SQLite INTEGER, whose INTEGER PRIMARY KEY is
+# the 64-bit rowid already (a BIGINT key there would not be the rowid, and not autoincrement).
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _id() -> sa.Column[int]:
+    return sa.Column("id", ID, primary_key=True, autoincrement=True)
+
+
 trades = sa.Table(
     "trades", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _id(),
     sa.Column("exchange", sa.String(64), nullable=False),
     sa.Column("symbol", sa.String(64), nullable=False),
     sa.Column("trade_id", sa.String(128), nullable=False),
@@ -72,7 +85,7 @@ trades = sa.Table(
 
 quarantine = sa.Table(
     "quarantine", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _id(),
     sa.Column("exchange", sa.String(64), nullable=False),
     sa.Column("spec_version", sa.Integer, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
@@ -82,7 +95,7 @@ quarantine = sa.Table(
 
 runs = sa.Table(
     "runs", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _id(),
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("exchanges", sa.Text, nullable=False),
@@ -94,7 +107,7 @@ runs = sa.Table(
 
 coverage = sa.Table(
     "coverage", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _id(),
     sa.Column("exchange", sa.String(64), nullable=False),
     sa.Column("symbol", sa.String(64), nullable=False),
     sa.Column("started_at", UTCDateTime(), nullable=False),
@@ -105,7 +118,7 @@ coverage = sa.Table(
 
 gaps = sa.Table(
     "gaps", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _id(),
     sa.Column("exchange", sa.String(64), nullable=False),
     sa.Column("symbol", sa.String(64), nullable=False),
     sa.Column("from_time", UTCDateTime(), nullable=False),
@@ -124,7 +137,7 @@ gaps = sa.Table(
 
 run_counts = sa.Table(
     "run_counts", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _id(),
     sa.Column("exchange", sa.String(64), nullable=False),
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("ended_at", UTCDateTime(), nullable=False),

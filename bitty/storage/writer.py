@@ -17,6 +17,10 @@ while there is memory or disk to keep it:
 - ``close`` flushes everything; if the database is still away after ``close_timeout`` seconds,
   what is left goes to the journal, which the next run writes back;
 - a writer task that fails sets ``failed``: the run stops, and ``close`` still spills what it holds.
+
+The writer is the only code that writes trades to the store: trades recovered off the live
+stream (a backfill) come in through ``write_now``, which takes the same road and reports which
+of them were new.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
@@ -62,6 +66,7 @@ class WriterStats:
     unspilled: int = 0
     refused: int = 0  # rows the database refuses, kept in refused files
     lost: int = 0  # trades neither stored nor on disk: memory full while the disk refused them
+    backfilled: int = 0  # trades handed in through write_now (counted in stored/duplicates, not received)
 
 
 class Writer:
@@ -101,6 +106,9 @@ class Writer:
         self._writing_since: float | None = None
         self._disk_error: str | None = None
         self._stuck: set[Path] = set()  # spill files that can be neither read nor moved aside
+        self._close_by: float | None = None  # loop time at which write_now stops waiting for the database
+        self._writing_now: set[asyncio.Future[None]] = set()
+        self._closed = False
 
     def start(self) -> None:
         """Take the spill folder (``SinkError`` when another collector holds it) and start writing."""
@@ -119,6 +127,43 @@ class Writer:
             self._wake.set()
             if len(trades) >= self.max_pending:
                 self._spill_wake.set()
+
+    async def write_now(self, trades: Sequence[Trade]) -> list[Trade] | None:
+        """Write trades that did not come from the live stream (a backfill) now, on the same road
+        as the others: retries, the refused-row file, counts and the ``on_stored`` mirror. Returns
+        those that were new. While the database is away it waits for it; once the writer is
+        closing (``begin_close``), only until the close deadline: then the trades go to a spill
+        file, written back like any other, and it returns None."""
+        batch = list(trades)
+        if not batch:
+            return []
+        for trade in batch:
+            self._exchange(trade.exchange).backfilled += 1
+        self.stats.backfilled += len(batch)
+        done = asyncio.get_running_loop().create_future()
+        self._writing_now.add(done)
+        try:
+            stored = None
+            if not self._closed:
+                stored = await self._write(asyncio.get_running_loop(), batch, [], lambda: self._close_by)
+            if stored is None:
+                path = spill.write(self.spill_dir, batch)
+                self.stats.spilled += len(batch)
+                logger.warning("database away: %d recovered trades moved to %s, to be written when it accepts writes",
+                               len(batch), path)
+                return None
+            self._count(batch, stored)
+            return stored
+        finally:
+            self._writing_now.discard(done)
+            done.set_result(None)
+
+    def begin_close(self) -> None:
+        """Start the close deadline (``close_timeout`` from now): ``write_now`` calls waiting for
+        the database give up then. ``close`` calls it; call it earlier to bound what still runs
+        before ``close`` (backfills finishing)."""
+        if self._close_by is None:
+            self._close_by = asyncio.get_running_loop().time() + self.close_timeout
 
     def quarantine(self, item: Quarantined) -> None:
         self._quarantine.append(item)
@@ -259,9 +304,10 @@ class Writer:
         return [trades.popleft() for _ in range(limit)]
 
     async def _write(self, loop: asyncio.AbstractEventLoop, batch: list[Trade], items: list[Quarantined],
-                     deadline: float | None) -> list[Trade] | None:
+                     deadline: float | Callable[[], float | None] | None) -> list[Trade] | None:
         """Write one batch, retrying with backoff while the database fails, until ``deadline``
-        (None when it is reached: the caller keeps the batch)."""
+        (a loop time, or a function giving the current one; None when it is reached: the caller
+        keeps the batch)."""
         while True:
             self._writing_since = loop.time()
             try:
@@ -279,7 +325,8 @@ class Writer:
                 delay = self._retry_in = next(self._delays)
                 logger.error("database write failed (%d trades waiting, retrying in %.1fs): %s",
                              len(batch) + len(self._trades), delay, str(getattr(exc, "orig", exc)).strip())
-                if deadline is not None and loop.time() + delay > deadline:
+                limit = deadline() if callable(deadline) else deadline
+                if limit is not None and loop.time() + delay > limit:
                     return None
                 await asyncio.sleep(delay)
                 continue
@@ -292,7 +339,8 @@ class Writer:
             return stored
 
     async def _write_apart(self, loop: asyncio.AbstractEventLoop, batch: list[Trade], items: list[Quarantined],
-                           deadline: float | None, error: sa.exc.DataError) -> list[Trade] | None:
+                           deadline: float | Callable[[], float | None] | None,
+                           error: sa.exc.DataError) -> list[Trade] | None:
         """Write a batch the database refused in halves, until each refused row is alone; those
         go to a refused file in the spill folder, with the database's reason, and the rest is
         stored. None when the database went away meanwhile (as ``_write``)."""
@@ -323,8 +371,11 @@ class Writer:
     def _count(self, batch: list[Trade], stored: list[Trade]) -> None:
         if self._refused:  # neither stored nor duplicates
             refused = {id(t) for t in self._refused}
-            self._refused.clear()
-            batch = [t for t in batch if id(t) not in refused]
+            kept = [t for t in batch if id(t) not in refused]
+            if len(kept) != len(batch):  # only this batch's: a write_now may be under way beside it
+                mine = {id(t) for t in batch}
+                self._refused = [t for t in self._refused if id(t) not in mine]
+                batch = kept
         self.stats.stored += len(stored)
         self.stats.duplicates += len(batch) - len(stored)
         exchanges = Counter(map(_EXCHANGE, batch))
@@ -396,6 +447,7 @@ class Writer:
         ``close_timeout`` seconds, what is left goes to a spill file; only a disk that refuses it
         loses it (counted in ``stats.lost``)."""
         self._closing = True
+        self.begin_close()
         self._wake.set()
         try:
             if self._task is not None:
@@ -414,6 +466,7 @@ class Writer:
     async def abort(self) -> None:
         """Stop at once, without waiting for the database: what is in memory goes to the journal."""
         self._closing = True
+        self._close_by = asyncio.get_running_loop().time()  # write_now calls give up at their next failure
         await self._spill_everything()
 
     async def _spill_everything(self) -> None:
@@ -446,6 +499,9 @@ class Writer:
             logger.warning("%d trades kept in %s, to be written when the database accepts writes", count, path)
         if self._quarantine:
             logger.error("%d quarantined frames could not be stored: the database is away", len(self._quarantine))
+        if self._writing_now:  # they give up at the close deadline
+            await asyncio.wait(self._writing_now)
+        self._closed = True
         self._executor.shutdown(wait=True)
         if self._lock is not None:
             spill.unlock(self._lock)
