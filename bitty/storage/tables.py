@@ -151,7 +151,7 @@ instruments = sa.Table(
     # What an exchange lists (bitty.markets.instruments): one row per native symbol, replaced
     # when the listing is fetched again. ``size_unit`` says how the trades' sizes are counted.
     "instruments", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
     sa.Column("exchange", sa.String(64), nullable=False),
     sa.Column("native", sa.String(128), nullable=False),
     sa.Column("symbol", sa.String(64), nullable=False),  # the normalized name trades are stored under

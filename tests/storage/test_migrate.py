@@ -31,13 +31,16 @@ def trade(n: int) -> Trade:
     return Trade("testex", "BTC-USD", str(n), Decimal("100.5"), Decimal("0.01"), "buy", T0 + timedelta(seconds=n), T0)
 
 
-def previous_schema() -> sa.MetaData:
-    """The tables as bitty created them before migrations: today's, with 32-bit ids."""
-    old = sa.MetaData()
-    for table in metadata.sorted_tables:
-        copy = table.to_metadata(old)
-        copy.c.id.type = sa.Integer()
-    return old
+def create_previous_schema(engine: sa.Engine) -> None:
+    """The tables as bitty created them before migrations (create_all, 32-bit ids): the baseline
+    revision, without the alembic_version table that marks a migrated database."""
+    from alembic import command
+
+    cfg = migrate.config()
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "0001")
+        connection.exec_driver_sql("DROP TABLE alembic_version")
 
 
 def id_types(engine: sa.Engine) -> dict[str, tuple[str, str]]:
@@ -65,7 +68,7 @@ def test_database_of_the_previous_schema_is_upgraded_and_keeps_its_rows(db_url: 
     """A database made by create_all of the pre-migration tables is adopted, upgraded to head
     (64-bit ids on PostgreSQL), and keeps every row."""
     engine = sa.create_engine(database_url(db_url))
-    previous_schema().create_all(engine)
+    create_previous_schema(engine)
     with engine.begin() as conn:
         conn.execute(trades.insert(), [t.as_row() for t in (trade(1), trade(2))])
         conn.execute(gaps.insert().values(exchange="testex", symbol="BTC-USD", from_time=T0, cause="disconnect",
