@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from types import SimpleNamespace
+from typing import IO, Any, cast
 
 import orjson
 import sqlalchemy as sa
@@ -24,6 +27,9 @@ from bitty.spec import files as paths
 from bitty.spec.load import Spec, load_spec, spec_paths
 from bitty.spec.symbols import resolve
 from bitty.storage import runs
+from bitty.storage.sinks import Fanout, Sink
+from bitty.storage.sinks.events import EventLedger
+from bitty.storage.sinks.nats import NatsSink, StreamSettings
 from bitty.storage.store import Store
 from bitty.storage.writer import Writer
 from bitty.trade import Trade
@@ -43,7 +49,7 @@ class CollectOptions:
     rest_urls: dict[str, str] = field(default_factory=dict)  # per exchange: origin replacing rest.trades URLs
     backfill: bool = True  # fetch the trades of gaps through the spec's rest.trades
     symbol_list_urls: dict[str, str] = field(default_factory=dict)  # per exchange
-    db: str = DEFAULT_DB
+    db: str | None = DEFAULT_DB  # None: no database (publish to NATS only)
     output: str | None = None
     duration: float | None = None
     max_trades: int | None = None
@@ -52,6 +58,13 @@ class CollectOptions:
     spill_dir: str = "bitty-spill"
     reconnect: bool = True
     backoff_initial: float = 1.0
+    # many collectors (docs/deploy.md): db None publishes to NATS only
+    nats: str | None = None
+    nats_stream: StreamSettings = field(default_factory=StreamSettings)
+    shard: str | None = None  # "i/n"
+    name: str | None = None
+    max_pending: int = 200_000  # trades held in memory while the sink is away, then spilled
+    symbols_per_exchange: dict[str, list[str]] = field(default_factory=dict)  # beats ``symbols`` (deploy files)
 
 
 @dataclass
@@ -70,15 +83,37 @@ def load_specs(targets: Sequence[str], dirs: list[str]) -> list[Spec]:
     return [load_spec(path) for path in spec_paths(targets, paths.spec_dirs(dirs))]
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` (0 <= i < n) as (i, n)."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise BittyError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    return int(index), int(count)
+
+
+def shard_of(exchange: str, symbol: str, count: int) -> int:
+    """The shard of an (exchange, symbol) stream: a stable hash (SHA-256, not Python's salted
+    hash()), so every collector on every machine agrees."""
+    digest = hashlib.sha256(f"{exchange}\0{symbol}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
 def plan(specs: list[Spec], symbols: list[str] | None,
-         listings: dict[str, list[Instrument]] | None = None) -> list[tuple[Spec, list[str]]]:
+         listings: dict[str, list[Instrument]] | None = None,
+         shard: tuple[int, int] | None = None,
+         per_exchange: dict[str, list[str]] | None = None) -> list[tuple[Spec, list[str]]]:
     """(spec, symbols of one connection) for every connection to open. With an exchange's
-    listing, unknown symbols are rejected with a suggestion."""
+    listing, unknown symbols are rejected with a suggestion; with a shard, only its streams."""
     out = []
     for spec in specs:
         listing = (listings or {}).get(spec.name)
         known = [i.normalized for i in listing if i.normalized] if listing else None
-        chosen = resolve(spec.symbols, symbols, known) if symbols else list(spec.default_symbols)
+        wanted = (per_exchange or {}).get(spec.name) or symbols
+        chosen = resolve(spec.symbols, wanted, known) if wanted else list(spec.default_symbols)
+        if shard is not None:
+            chosen = [s for s in chosen if shard_of(spec.name, s, shard[1]) == shard[0]]
         size = spec.max_symbols or len(chosen) or 1
         for i in range(0, len(chosen), size):
             out.append((spec, chosen[i:i + size]))
@@ -133,17 +168,50 @@ def parse_output(value: str | None) -> JsonLines | None:
 async def collect(options: CollectOptions, stop: asyncio.Event | None = None) -> CollectResult:
     """Collect until ``stop`` is set, the duration passes, max_trades arrive, or every stream ends."""
     specs = load_specs(options.exchanges, options.exchanges_dirs)
-    listings = await fetch_listings(specs, options.symbol_list_urls) if options.symbols else {}
-    connections = plan(specs, options.symbols, listings)
+    wanted = options.symbols or any(options.symbols_per_exchange.values())
+    listings = await fetch_listings(specs, options.symbol_list_urls) if wanted else {}
+    shard = parse_shard(options.shard)
+    connections = plan(specs, options.symbols, listings, shard, options.symbols_per_exchange)
+    if not connections:
+        raise BittyError(f"shard {options.shard} holds none of the chosen streams")
+    if options.db is None and options.nats is None:
+        raise BittyError("nowhere to write: give --db, --nats or both")
     output = parse_output(options.output)
-    store = Store(options.db)
-    await asyncio.to_thread(store.open)
-    run_id, uncovered = await asyncio.to_thread(runs.start, store, [s.name for s in specs])
-    writer = Writer(store, on_stored=output.write if output else None, spill_dir=Path(options.spill_dir))
+    identity = runs.Identity(name=options.name, shard=options.shard)
+    names = [s.name for s in specs]
+    sinks: list[Sink] = []
+    store: Store | None = None
+    if options.db is not None:
+        store = Store(options.db)
+        await asyncio.to_thread(store.open)
+        sinks.append(store)
+    events: EventLedger | None = None
+    nats_sink: NatsSink | None = None
+    if options.nats is not None:
+        nats_sink = NatsSink(options.nats, options.nats_stream)
+        await nats_sink.aopen()
+        sinks.append(nats_sink)
+        events = EventLedger(nats_sink, identity.key)
+    target = sinks[0] if len(sinks) == 1 else Fanout(sinks)
+    run_id, uncovered = 0, cast(list[runs.Uncovered], [])
+    if store is not None:
+        run_id, uncovered = await asyncio.to_thread(runs.start, store, names, identity)
+    else:
+        assert events is not None
+        await asyncio.to_thread(events.run, _run_state(identity, names, "running"))
+    # The writer calls ``write(batch, quarantined)`` on any sink as it does on a Store.
+    writer = Writer(cast(Store, target), on_stored=output.write if output else None, spill_dir=Path(options.spill_dir),
+                    max_pending=options.max_pending)
     writer.start()
     # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
     redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
-    keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected)
+    keeper = GapKeeper(store or cast(Store, SimpleNamespace(engine=None)), specs, rest_urls=options.rest_urls,
+                       backfill=options.backfill, no_backfill=redirected)
+    keeper.store = cast(Store, target)  # backfilled trades go where live ones go
+    if store is None:
+        keeper.ledger = cast(Any, events)  # coverage and gaps published for `bitty sink` to apply
+    else:
+        keeper.ledger.run_key = identity.key
     await keeper.start(connections)
     stop = stop or asyncio.Event()
 
@@ -172,7 +240,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     tasks = [loop.create_task(c.run()) for c in consumers]
     all_done = loop.create_task(asyncio.wait(tasks))
     progress = loop.create_task(_progress(consumers, writer, options.progress_interval))
-    heartbeat = loop.create_task(_alive(store, run_id))
+    heartbeat = loop.create_task(_alive(store, run_id, events, identity, names))
     waiters = [all_done, loop.create_task(stop.wait())]
     try:
         await asyncio.wait(waiters, timeout=options.duration, return_when=asyncio.FIRST_COMPLETED)
@@ -185,10 +253,16 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         await writer.close()
         await keeper.close({name: vars(s) for name, s in writer.per_exchange.items()})
         try:
-            await asyncio.to_thread(runs.stop, store, run_id)
+            if store is not None:
+                await asyncio.to_thread(runs.stop, store, run_id)
+            elif events is not None:
+                await asyncio.to_thread(events.run, _run_state(identity, names, "stopped"))
         except sa.exc.SQLAlchemyError as exc:
             logger.error("cannot record the end of this run: %s", exc)
-        store.close()
+        if store is not None:
+            store.close()
+        if nats_sink is not None:
+            await nats_sink.aclose()
         if output:
             output.close()
     _log_progress(consumers, writer, None)
@@ -205,14 +279,34 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     )
 
 
-async def _alive(store: Store, run_id: int, interval: float = 5.0) -> None:
-    """Record that this run is alive, so a crash can be dated by the next run."""
+def _run_state(identity: runs.Identity, names: list[str], status: str) -> dict[str, Any]:
+    """A run's row as published over NATS (``bitty sink`` writes it to the runs table)."""
+    now = datetime.now(UTC)
+    state: dict[str, Any] = {"host": identity.host, "pid": identity.pid, "name": identity.name,
+                             "shard": identity.shard, "exchanges": ",".join(names), "alive_at": now,
+                             "status": status, "lease_until": now + timedelta(seconds=runs.LEASE)}
+    if status == "running":
+        state["started_at"] = now
+    else:
+        state.update(stopped_at=now, lease_until=now)
+    return state
+
+
+async def _alive(store: Store | None, run_id: int, events: EventLedger | None = None,
+                 identity: runs.Identity | None = None, names: list[str] | None = None,
+                 interval: float = runs.LEASE / 6) -> None:
+    """Renew this run's lease, so that others know it is alive and a crash is dated by its last renewal."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(runs.alive, store, run_id)
+            if store is not None:
+                await asyncio.to_thread(runs.alive, store, run_id)
+            elif events is not None and identity is not None:
+                state = _run_state(identity, names or [], "running")
+                del state["started_at"]
+                await asyncio.to_thread(events.run, state)
         except sa.exc.SQLAlchemyError as exc:
-            logger.debug("cannot record run liveness: %s", exc)
+            logger.debug("cannot renew this run's lease: %s", exc)
 
 
 async def _progress(consumers: list[Slot], writer: Writer, interval: float) -> None:

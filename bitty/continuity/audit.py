@@ -18,8 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from bitty.storage.ledger import Gap, Ledger
+from bitty.storage.runs import lease_end
 from bitty.storage.store import Store
-from bitty.storage.tables import coverage, quarantine, run_counts, trades
+from bitty.storage.tables import coverage, quarantine, run_counts, runs, trades
 
 GAP_COLORS = {"open": "#f0ad4e", "closed": "#9fd49f", "unrecoverable": "#e06666"}
 
@@ -34,6 +35,7 @@ class Line:
     gaps_unrecoverable: int = 0
     connected: float = 0.0  # share of the window, 0..1
     complete: float = 0.0  # connected or recovered by backfill
+    collectors: dict[str, float] = field(default_factory=dict)  # collector -> share of the window it was connected
     per_minute: Counter[datetime] = field(default_factory=Counter)
     gaps: list[Gap] = field(default_factory=list)
 
@@ -57,6 +59,18 @@ def _union(intervals: list[tuple[datetime, datetime]], since: datetime, until: d
         total += (b - max(a, end)).total_seconds()
         end = b
     return total
+
+
+def _holes(intervals: list[tuple[datetime, datetime]], since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    """The parts of the window no interval covers."""
+    out, end = [], since
+    for a, b in sorted(intervals):
+        if a > end:
+            out.append((end, min(a, until)))
+        end = max(end, b)
+    if end < until:
+        out.append((end, until))
+    return [(a, b) for a, b in out if b > a]
 
 
 def audit(store: Store, since: datetime, until: datetime, exchanges: list[str] | None = None,
@@ -83,12 +97,24 @@ def audit(store: Store, since: datetime, until: datetime, exchanges: list[str] |
             if found is not None:
                 found.trades += 1
                 found.per_minute[moment.replace(second=0, microsecond=0)] += 1
+        # Every collector's coverage, merged: a stream is connected wherever any collector of it
+        # was. Coverage left open by a run that is gone (stopped, crashed, lease expired) ends at
+        # its last sign of life, not now nor at whatever stopped later.
+        who = {r.key: r for r in conn.execute(sa.select(runs).where(runs.c.key.is_not(None)))}
         connected: dict[tuple[str, str], list[tuple[datetime, datetime]]] = {}
-        for exchange, symbol, start, end in conn.execute(
-                sa.select(coverage.c.exchange, coverage.c.symbol, coverage.c.started_at, coverage.c.ended_at)
-                .where(coverage.c.started_at < until)):
-            if line(exchange, symbol) is not None:
-                connected.setdefault((exchange, symbol), []).append((start, end or now))
+        per_collector: dict[tuple[str, str], dict[str, list[tuple[datetime, datetime]]]] = {}
+        for exchange, symbol, start, end, run_key in conn.execute(
+                sa.select(coverage.c.exchange, coverage.c.symbol, coverage.c.started_at, coverage.c.ended_at,
+                          coverage.c.run_key).where(coverage.c.started_at < until)):
+            if line(exchange, symbol) is None:
+                continue
+            run = who.get(run_key)
+            if end is None:
+                gone = run is not None and (run.status != "running" or lease_end(run) < now)
+                end = max(start, run.alive_at) if gone and run is not None else now
+            connected.setdefault((exchange, symbol), []).append((start, end))
+            label = (run.name or f"{run.host}:{run.pid}") if run is not None else "unknown"
+            per_collector.setdefault((exchange, symbol), {}).setdefault(label, []).append((start, end))
         duplicates: dict[str, Any] = dict(conn.execute(
             sa.select(run_counts.c.exchange, sa.func.sum(run_counts.c.duplicates))
             .where(run_counts.c.started_at < until, run_counts.c.ended_at > since)
@@ -110,19 +136,28 @@ def audit(store: Store, since: datetime, until: datetime, exchanges: list[str] |
     for key, found in lines.items():
         live = connected.get(key, [])
         found.connected = _union(live, since, until) / span
-        found.complete = _union(live + recovered.get(key, []), since, until) / span
+        # A closed gap recovered every trade of the time its stream was blind: the holes in the
+        # coverage it overlaps count as complete, whole (not only from the trade before to the
+        # one after).
+        closed = recovered.get(key, [])
+        healed = [h for h in _holes(live, since, until) if any(a <= h[1] and b >= h[0] for a, b in closed)]
+        found.complete = _union(live + closed + healed, since, until) / span
+        found.collectors = {name: _union(spans, since, until) / span
+                            for name, spans in sorted(per_collector.get(key, {}).items())}
     ordered = [lines[k] for k in sorted(lines)]
     return Report(since, until, ordered, {k: int(v or 0) for k, v in duplicates.items()},
                   {k: int(v) for k, v in quarantined.items()})
 
 
 def table(report: Report) -> str:
-    head = ("exchange", "symbol", "trades", "gaps open", "closed", "unrecoverable", "connected", "complete")
+    head = ("exchange", "symbol", "trades", "gaps open", "closed", "unrecoverable", "connected", "complete", "collectors")
     rows = [head] + [(x.exchange, x.symbol, str(x.trades), str(x.gaps_open), str(x.gaps_closed),
-                      str(x.gaps_unrecoverable), f"{x.connected:.1%}", f"{x.complete:.1%}") for x in report.lines]
+                      str(x.gaps_unrecoverable), f"{x.connected:.1%}", f"{x.complete:.1%}",
+                      " ".join(f"{name} {share:.0%}" for name, share in x.collectors.items()) or "-")
+                     for x in report.lines]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     out = [f"window {report.since:%Y-%m-%d %H:%M:%S} .. {report.until:%Y-%m-%d %H:%M:%S} UTC"]
-    out += ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+    out += ["  ".join(c.ljust(w) if i < 2 or i == 8 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
             for r in rows]
     for name in sorted(set(report.duplicates) | set(report.quarantined)):
         out.append(f"{name}: {report.duplicates.get(name, 0)} duplicates ignored, "
