@@ -83,7 +83,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
 
     return run(SinkOptions(nats=args.nats, db=args.db, name=args.name, progress_interval=args.progress_interval,
                            stream=StreamSettings(name=args.nats_stream, prefix=args.nats_prefix),
-                           idle_exit=args.idle_exit))
+                           idle_exit=args.idle_exit, ack_wait=args.ack_wait))
 
 
 def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
@@ -248,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats-stream", default="BITTY", help="JetStream stream name (default BITTY)")
     p.add_argument("--nats-prefix", default="bitty", help="subject prefix (default bitty)")
     p.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress lines")
+    p.add_argument("--ack-wait", type=float, default=30.0,
+                   help="seconds before a message taken by a sink that died is redelivered (default 30)")
     p.add_argument("--idle-exit", type=float, help="stop after this many seconds without a message (catch-up jobs)")
     p.set_defaults(func=cmd_sink)
 

@@ -133,7 +133,7 @@ async def drain(options: SinkOptions, stop: asyncio.Event | None = None) -> Sink
             while not stop.is_set():
                 try:
                     msgs = await sub.fetch(options.batch, timeout=1.0)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):
                     if options.idle_exit is not None and time.monotonic() - idle_since > options.idle_exit:
                         break
                     continue
@@ -202,7 +202,7 @@ async def _progress(js: Any, options: SinkOptions, store: Store, stats: SinkStat
         try:
             info = await js.consumer_info(options.stream.name, options.name)
             stats.lag = int(info.num_pending) + int(info.num_ack_pending)
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
             logger.warning("sink %s: cannot read the consumer's lag: %s", options.name, exc)
         try:  # collectors that publish only to NATS: crashed once their lease expired
             def expire() -> list[runs.Uncovered]:
