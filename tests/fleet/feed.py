@@ -4,6 +4,7 @@ trades (same ids), as two collectors of a real exchange would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -71,10 +72,9 @@ class Feed:
                          "side": "buy", "t": (BASE + timedelta(milliseconds=k)).isoformat().replace("+00:00", "Z")}
                 for ws, wanted in list(self.subscribers):
                     if symbol in wanted and not ws.closed:
-                        try:
+                        # a collector killed: the others carry on
+                        with contextlib.suppress(ConnectionError, RuntimeError):
                             await ws.send_json(frame)
-                        except (ConnectionError, RuntimeError):
-                            pass  # a collector killed: the others carry on
             self.on_tick(k)
             await asyncio.sleep(self.interval)
         self.ended_at = datetime.now(UTC)

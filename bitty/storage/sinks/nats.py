@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -79,6 +80,15 @@ async def connect(url: str, name: str = "bitty") -> Client:
     async def on_reconnect() -> None:
         logger.warning("NATS %s: reconnected", url)
 
+    # nats-py retries a first connection forever when reconnecting is on: try the socket first,
+    # so that a wrong URL or a server that is down is a clear error at start.
+    where = urlsplit(url)
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(where.hostname or "127.0.0.1", where.port or 4222), timeout=3)
+        writer.close()
+    except (OSError, TimeoutError) as exc:
+        raise SinkError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
     try:
         return await nats.connect(url, name=name, connect_timeout=3, allow_reconnect=True,
                                   max_reconnect_attempts=-1, reconnect_time_wait=0.5,
