@@ -72,7 +72,8 @@ def _show(value: Any) -> str:
 async def connect(url: str, name: str = "bitty") -> Client:
     """A NATS connection that reconnects by itself; unreachable at start is a clear error."""
     async def on_error(exc: Exception) -> None:
-        logger.warning("NATS %s: %s", url, exc)
+        # each failed reconnect attempt lands here (every 0.5 s): the disconnect was said once
+        logger.log(logging.DEBUG if isinstance(exc, OSError) else logging.WARNING, "NATS %s: %s", url, exc)
 
     async def on_disconnect() -> None:
         logger.warning("NATS %s: disconnected, reconnecting", url)
