@@ -83,15 +83,21 @@ async def connect(url: str, name: str = "bitty") -> Client:
 
     # nats-py retries a first connection forever when reconnecting is on: try the socket first,
     # so that a wrong URL or a server that is down is a clear error at start.
-    where = urlsplit(url)
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    failures = []
+    for server in servers:
+        where = urlsplit(server)
+        try:
+            _reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(where.hostname or "127.0.0.1", where.port or 4222), timeout=3)
+            writer.close()
+            break
+        except (OSError, TimeoutError) as exc:
+            failures.append(f"{server}: {exc or type(exc).__name__}")
+    else:
+        raise SinkError(f"cannot reach NATS at {'; '.join(failures)}")
     try:
-        _reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(where.hostname or "127.0.0.1", where.port or 4222), timeout=3)
-        writer.close()
-    except (OSError, TimeoutError) as exc:
-        raise SinkError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
-    try:
-        return await nats.connect(url, name=name, connect_timeout=3, allow_reconnect=True,
+        return await nats.connect(servers=servers, name=name, connect_timeout=3, allow_reconnect=True,
                                   max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                   error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
     except (nats.errors.Error, OSError, TimeoutError) as exc:
