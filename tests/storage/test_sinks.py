@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
-import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -166,13 +166,25 @@ async def _sink_retries_a_database_that_cannot_write_and_loses_nothing(
         await sink.publish([trade(n) for n in range(30)])
     finally:
         await sink.aclose()
-    lock = sqlite3.connect(tmp_path / "sink.db", timeout=0)
+    lock = sqlite3.connect(tmp_path / "sink.db", timeout=0, check_same_thread=False)
     lock.execute("BEGIN EXCLUSIVE")
-    threading.Timer(1.5, lock.rollback).start()
+
+    class Release(logging.Handler):
+        """Unlocks the database once the sink said its write failed (and so will retry)."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if "database write failed" in record.getMessage() and lock.in_transaction:
+                lock.rollback()
+
+    handler = Release()
+    logging.getLogger("bitty.sink").addHandler(handler)
     options = SinkOptions(nats=nats_url, db=url, name="t", stream=StreamSettings(name=name, prefix=prefix),
                           idle_exit=2.0, progress_interval=0.2, backoff_initial=0.1)
-    stats = await drain(options)
-    lock.close()
+    try:
+        stats = await drain(options)
+    finally:
+        logging.getLogger("bitty.sink").removeHandler(handler)
+        lock.close()
     assert stats.write_errors >= 1
     assert stats.stored == 30
     store = Store(url)

@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 import nats
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 
@@ -31,7 +33,6 @@ from bitty.storage.sinks import message as fmt
 from bitty.trade import Quarantined, Trade
 
 logger = logging.getLogger(__name__)
-_CHUNK = 1000  # publishes in flight at once
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,11 @@ async def connect(url: str, name: str = "bitty") -> Client:
         # each failed reconnect attempt lands here (every 0.5 s): the disconnect was said once
         logger.log(logging.DEBUG if isinstance(exc, OSError) else logging.WARNING, "NATS %s: %s", url, exc)
 
+    client: list[Client] = []
+
     async def on_disconnect() -> None:
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # our own close
         logger.warning("NATS %s: disconnected, reconnecting", url)
 
     async def on_reconnect() -> None:
@@ -97,9 +102,10 @@ async def connect(url: str, name: str = "bitty") -> Client:
     else:
         raise SinkError(f"cannot reach NATS at {'; '.join(failures)}")
     try:
-        return await nats.connect(servers=servers, name=name, connect_timeout=3, allow_reconnect=True,
-                                  max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                  error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
+        client.append(await nats.connect(servers=servers, name=name, connect_timeout=3, allow_reconnect=True,
+                                         max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=on_error,
+                                         disconnected_cb=on_disconnect, reconnected_cb=on_reconnect))
+        return client[0]
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         raise SinkError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
 
@@ -132,6 +138,9 @@ class NatsSink:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._acks_inbox: str | None = None
+        self._acks: dict[str, asyncio.Future[bytes]] = {}
+        self._ack_number = 0
 
     async def aopen(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -174,17 +183,51 @@ class NatsSink:
             raise SinkUnavailable(f"NATS {self.url} did not acknowledge within {self.timeout * 4:g}s") from None
 
     async def publish(self, batch: Sequence[Trade], quarantined: Sequence[Quarantined] = ()) -> list[Trade]:
-        prefix = self.settings.prefix
-        new: list[Trade] = []
-        for start in range(0, len(batch), _CHUNK):
-            chunk = batch[start:start + _CHUNK]
-            acks = await asyncio.gather(*(self._send(fmt.trade_subject(prefix, t), fmt.encode_trade(t), fmt.TRADE,
-                                                     fmt.trade_id(t)) for t in chunk))
-            new += [t for t, duplicate in zip(chunk, acks, strict=True) if not duplicate]
+        assert self._nc is not None
+        nc = self._nc
+        if nc.is_closed:
+            raise SinkUnavailable(f"the connection to NATS {self.url} is closed")
+        if self._acks_inbox is None:
+            self._acks_inbox = nc.new_inbox()
+            await nc.subscribe(self._acks_inbox + ".*", cb=self._on_ack)
+        prefix, loop = self.settings.prefix, asyncio.get_running_loop()
+        futures: list[asyncio.Future[bytes]] = []
+        try:
+            # Every publish goes into the client's buffer at once, each with its own reply
+            # subject; then the acks are awaited together: one round trip per batch, not per
+            # trade (nats-py's publish_async yields to the loop per message, which sends each
+            # alone: three times slower).
+            for t in batch:
+                self._ack_number += 1
+                token = str(self._ack_number)
+                future = self._acks[token] = loop.create_future()
+                futures.append(future)
+                await nc.publish(fmt.trade_subject(prefix, t), fmt.encode_trade(t), reply=f"{self._acks_inbox}.{token}",
+                                 headers={"Nats-Msg-Id": fmt.trade_id(t), fmt.FORMAT: fmt.TRADE})
+            replies = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.timeout)
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            raise SinkUnavailable(f"NATS {self.url}: publish failed: {exc or type(exc).__name__}") from None
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+            self._acks = {k: f for k, f in self._acks.items() if not f.done()}
+        new = []
+        for t, reply in zip(batch, replies, strict=True):
+            ack = orjson.loads(reply) if reply else {}
+            if "error" in ack or "seq" not in ack:
+                raise SinkUnavailable(f"NATS {self.url}: JetStream refused a publish: {ack.get('error') or reply!r}")
+            if not ack.get("duplicate"):
+                new.append(t)
         for item in quarantined:
             data, msg_id = fmt.encode_quarantine(item)
             await self._send(f"{prefix}.quarantine.{fmt.token(item.exchange)}", data, fmt.QUARANTINE, msg_id)
         return new
+
+    async def _on_ack(self, msg: Msg) -> None:
+        future = self._acks.get(msg.subject.rpartition(".")[2])
+        if future is not None and not future.done():
+            future.set_result(msg.data)
 
     async def _send(self, subject: str, data: bytes, kind: str, msg_id: str) -> bool:
         """Publish one message; True if JetStream already held its id (a duplicate)."""
