@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def nats_run(exchange: str, ports: dict[str, int], pg_url: str, frames: int, nats_url: str,
-                   timeout: float = 300) -> dict[str, Any]:
+                   timeout: float = 120) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     settings = StreamSettings(name=f"BENCH_{tag}", prefix=f"bench{tag}")
     publisher = NatsSink(nats_url, settings)
@@ -40,6 +40,20 @@ async def nats_run(exchange: str, ports: dict[str, int], pg_url: str, frames: in
                              "--nats-stream", settings.name, "--nats-prefix", settings.prefix,
                              "--progress-interval", "3600"], cwd=ROOT, stderr=subprocess.DEVNULL,
                             env={**os.environ, "LOG_LEVEL": "warning"})
+    try:
+        return await _measure(exchange, ports, frames, publisher, store, spill_dir, timeout)
+    finally:
+        sink.terminate()
+        sink.wait(30)
+        assert publisher._js is not None
+        await publisher._js.delete_stream(settings.name)
+        await publisher.aclose()
+        store.close()
+        shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+async def _measure(exchange: str, ports: dict[str, int], frames: int, publisher: NatsSink, store: Store,
+                   spill_dir: Path, timeout: float) -> dict[str, Any]:
     writer = Writer(cast(Store, publisher), spill_dir=spill_dir)
     writer.start()
     spec = load(exchange)
@@ -60,13 +74,6 @@ async def nats_run(exchange: str, ports: dict[str, int], pg_url: str, frames: in
         await c.stop()
     await asyncio.gather(*tasks, return_exceptions=True)
     await writer.close()
-    sink.terminate()
-    sink.wait(30)
-    assert publisher._js is not None
-    await publisher._js.delete_stream(settings.name)
-    await publisher.aclose()
-    store.close()
-    shutil.rmtree(spill_dir, ignore_errors=True)
     return {"trades": stored, "expected": expected, "seconds": elapsed,
             "published_duplicates": writer.stats.duplicates}
 
