@@ -15,6 +15,7 @@ import orjson
 
 from bench import reference
 from bench.frames import generate, load, native, symbols
+from bitty.engine.dispatch import Dispatcher
 from bitty.lang.functions import OPTIONS, iso_time
 from bitty.mapping.mapper import Mapper, derive_trade_id
 from bitty.spec.load import Spec
@@ -90,19 +91,14 @@ def plain_jmespath(spec: Spec, exchange: str) -> Callable[[str, datetime], int]:
     return run
 
 
-def reader(mapper: Mapper) -> Callable[[str, datetime], list[Trade]]:
-    """A frame's trades as ``BaseConsumer`` maps them: decode, the generated program, and the
-    mapper's exact path for any frame the program leaves to it."""
-    program, exactly = mapper.program, mapper.handle_exactly
-    loads, not_json = orjson.loads, orjson.JSONDecodeError
+def reader(spec: Spec, exchange: str, count: int = 10) -> Callable[[str, datetime], list[Trade]]:
+    """A frame's trades as the engine maps them: ``Dispatcher.handle`` (decode inline, the
+    generated program, and the mapper's exact path for any frame the program leaves to it)."""
+    handle = Dispatcher(spec, spec.name, symbols(WIRE.get(exchange, exchange), count)).handle
 
     def read(text: str, received: datetime) -> list[Trade]:
-        try:  # as BaseConsumer decodes a text frame (Mapper.decode, inline)
-            frame = loads(text)
-        except not_json:
-            frame = text
-        found = program(frame, received, None) if program is not None else None
-        return found[1] if found is not None else exactly(frame, received).trades
+        result = handle(text, received)
+        return result if isinstance(result, list) else result.trades  # type: ignore[return-value]
 
     return read
 
@@ -124,7 +120,7 @@ def _row(exchange: str, frames: list[str], seconds: float, cryptofeed: float | N
     mapper = mapper_for(spec, exchange)
     parse = hand_written(exchange)
     expected = parse(frames[0], datetime.now(UTC))
-    read = reader(mapper)
+    read = reader(spec, exchange)
     for handle in (read, lambda f, r: mapper.handle(mapper.decode(f), r).trades,
                    lambda f, r: mapper.handle_exactly(mapper.decode(f), r).trades):
         got = handle(frames[0], expected[0].received_at)

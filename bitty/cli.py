@@ -27,15 +27,17 @@ def _setup_logging() -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bitty.spec.load import load_spec, spec_paths
+    from bitty.spec.load import load_spec, name_clashes, spec_paths
 
     problems: list[Problem] = []
     files = spec_paths(args.paths, paths.spec_dirs(args.exchanges_dir))
+    loaded = []
     for file in files:
         try:
-            load_spec(file)
+            loaded.append(load_spec(file))
         except SpecError as exc:
             problems += exc.problems
+    problems += name_clashes(loaded)
     if args.format == "json":
         print(orjson.dumps({"files": [str(f) for f in files], "errors": [p.as_dict() for p in problems]},
                            option=orjson.OPT_INDENT_2).decode())
@@ -59,6 +61,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         duration=args.duration, max_trades=args.max_trades, exchanges_dirs=args.exchanges_dir,
         progress_interval=args.progress_interval, spill_dir=args.spill_dir,
         backfill=not args.no_backfill, rest_urls=dict(_pairs(args.rest_url, "--rest-url")),
+        close_timeout=args.close_timeout,
         nats=args.nats, shard=args.shard, name=args.name, max_pending=args.buffer,
         nats_stream=StreamSettings(name=args.nats_stream, prefix=args.nats_prefix),
     )
@@ -238,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="origin replacing an exchange's rest.trades URL (a local replay, a proxy); repeatable")
     p.add_argument("--spill-dir", default="bitty-spill",
                    help="folder for trades waiting while the database is away (default: ./bitty-spill)")
+    p.add_argument("--close-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long a stop waits for an away database before spilling what is left (default: 30)")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_collect)
 

@@ -24,7 +24,7 @@ from bitty.engine.handover import Slot
 from bitty.errors import BittyError
 from bitty.markets.instruments import Instrument, fetch_listing
 from bitty.spec import files as paths
-from bitty.spec.load import Spec, load_spec, spec_paths
+from bitty.spec.load import Spec, check_unique_names, load_spec, spec_paths
 from bitty.spec.symbols import resolve
 from bitty.storage import runs
 from bitty.storage.sinks import Fanout, Sink
@@ -48,6 +48,7 @@ class CollectOptions:
     bootstrap_urls: dict[str, str] = field(default_factory=dict)  # per exchange
     rest_urls: dict[str, str] = field(default_factory=dict)  # per exchange: origin replacing rest.trades URLs
     backfill: bool = True  # fetch the trades of gaps through the spec's rest.trades
+    gap_quiet_after: float = 10.0  # no trade this long after reconnecting: backfill the gap from REST alone
     symbol_list_urls: dict[str, str] = field(default_factory=dict)  # per exchange
     db: str | None = DEFAULT_DB  # None: no database (publish to NATS only)
     output: str | None = None
@@ -65,6 +66,7 @@ class CollectOptions:
     name: str | None = None
     max_pending: int = 200_000  # trades held in memory while the sink is away, then spilled
     symbols_per_exchange: dict[str, list[str]] = field(default_factory=dict)  # beats ``symbols`` (deploy files)
+    close_timeout: float = 30.0  # how long a stop waits for an away database before spilling
 
 
 @dataclass
@@ -77,10 +79,13 @@ class CollectResult:
     failures: list[str]
     per_exchange: dict[str, dict[str, int]]
     uncovered: list[runs.Uncovered] = field(default_factory=list)
+    lost: int = 0  # trades neither stored nor spilled (see Writer)
 
 
 def load_specs(targets: Sequence[str], dirs: list[str]) -> list[Spec]:
-    return [load_spec(path) for path in spec_paths(targets, paths.spec_dirs(dirs))]
+    specs = [load_spec(path) for path in spec_paths(targets, paths.spec_dirs(dirs))]
+    check_unique_names(specs)  # two files with one exchange name: refuse, never collect both
+    return specs
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -193,20 +198,20 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         sinks.append(nats_sink)
         events = EventLedger(nats_sink, identity.key)
     target = sinks[0] if len(sinks) == 1 else Fanout(sinks)
+    # The writer calls ``write(batch, quarantined)`` on any sink as it does on a Store.
+    writer = Writer(cast(Store, target), on_stored=output.write if output else None, spill_dir=Path(options.spill_dir),
+                    close_timeout=options.close_timeout, max_pending=options.max_pending)
+    writer.start()  # first: a spill folder another collector holds is refused before anything starts
     run_id, uncovered = 0, cast(list[runs.Uncovered], [])
     if store is not None:
         run_id, uncovered = await asyncio.to_thread(runs.start, store, names, identity)
     else:
         assert events is not None
         await asyncio.to_thread(events.run, _run_state(identity, names, "running"))
-    # The writer calls ``write(batch, quarantined)`` on any sink as it does on a Store.
-    writer = Writer(cast(Store, target), on_stored=output.write if output else None, spill_dir=Path(options.spill_dir),
-                    max_pending=options.max_pending)
-    writer.start()
     # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
     redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
     keeper = GapKeeper(store or cast(Store, SimpleNamespace(engine=None)), specs, rest_urls=options.rest_urls,
-                       backfill=options.backfill, no_backfill=redirected)
+                       backfill=options.backfill, no_backfill=redirected, quiet_after=options.gap_quiet_after)
     keeper.store = cast(Store, target)  # backfilled trades go where live ones go
     if store is None:
         keeper.ledger = cast(Any, events)  # coverage and gaps published for `bitty sink` to apply
@@ -241,24 +246,33 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     all_done = loop.create_task(asyncio.wait(tasks))
     progress = loop.create_task(_progress(consumers, writer, options.progress_interval))
     heartbeat = loop.create_task(_alive(store, run_id, events, identity, names))
-    waiters = [all_done, loop.create_task(stop.wait())]
+    # The writer is watched: if it fails, the run stops rather than go on collecting into nothing.
+    waiters = [all_done, loop.create_task(stop.wait()), loop.create_task(writer.failed.wait())]
     try:
         await asyncio.wait(waiters, timeout=options.duration, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        # Concurrently: a server slow to answer the close handshake holds up only its own stream.
-        await asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for task in (progress, heartbeat, *waiters):
-            task.cancel()
-        await writer.close()
-        await keeper.close({name: vars(s) for name, s in writer.per_exchange.items()})
+        try:
+            # Concurrently: a server slow to answer the close handshake holds up only its own stream.
+            await asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for task in (progress, heartbeat, *waiters):
+                task.cancel()
+            await writer.close()
+        except asyncio.CancelledError:
+            await writer.abort()  # a second signal: no more waiting, what the writer holds goes to disk
+            raise
+        try:
+            await keeper.close({name: vars(s) for name, s in writer.per_exchange.items()})
+        except sa.exc.SQLAlchemyError as exc:
+            logger.error("cannot record this run's coverage, the database is away: %s", _reason(exc))
         try:
             if store is not None:
                 await asyncio.to_thread(runs.stop, store, run_id)
             elif events is not None:
                 await asyncio.to_thread(events.run, _run_state(identity, names, "stopped"))
         except sa.exc.SQLAlchemyError as exc:
-            logger.error("cannot record the end of this run: %s", exc)
+            logger.error("cannot record the end of this run, the output is away (the next run will report "
+                         "it as stopped without a clean shutdown): %s", _reason(exc))
         if store is not None:
             store.close()
         if nats_sink is not None:
@@ -267,6 +281,11 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
             output.close()
     _log_progress(consumers, writer, None)
     failures = [f"{c.consumer_id}: {c.failed}" for c in consumers if c.failed]
+    if writer.failure:
+        failures.append(f"writer: {writer.failure}")
+    if writer.stats.lost:
+        failures.append(f"{writer.stats.lost} trades LOST: the database was away and {options.spill_dir} refused "
+                        "writes (see the log)")
     return CollectResult(
         received=writer.stats.received,
         stored=writer.stats.stored,
@@ -276,7 +295,12 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         failures=failures,
         per_exchange={name: vars(s).copy() for name, s in writer.per_exchange.items()},
         uncovered=uncovered,
+        lost=writer.stats.lost,
     )
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
 
 
 def _run_state(identity: runs.Identity, names: list[str], status: str) -> dict[str, Any]:

@@ -34,10 +34,15 @@ def run(options: CollectOptions) -> int:
             loop.add_signal_handler(signum, on_signal, signum)
         return await task
 
-    result = asyncio.run(main())
+    try:
+        result = asyncio.run(main())
+    except asyncio.CancelledError:  # a second signal: what was in memory went to the spill folder
+        logger.error("stopped before everything was written; what was left is in %s", options.spill_dir)
+        return 130 if signals and signals[0] == signal.SIGINT else 1
     print(
         f"collected {result.received} trades: {result.stored} stored, {result.duplicates} duplicates, "
-        f"{result.quarantined} quarantined, {result.reconnects} reconnects",
+        f"{result.quarantined} quarantined, {result.reconnects} reconnects"
+        + (f", {result.lost} LOST" if result.lost else ""),
         file=sys.stderr,
     )
     for failure in result.failures:

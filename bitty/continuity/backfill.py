@@ -1,10 +1,14 @@
 """Fetching the trades of a gap from the exchange's REST endpoint (``rest.trades`` in the spec).
 
-``Backfiller.fill(window)`` walks the endpoint's pages from the start of the gap to its end,
-maps every record with the same ``Mapper`` the websocket uses, keeps the trades inside the gap
-and says whether the gap is now complete (``closed``) or cannot be (``unrecoverable``, with the
-reason). Requests share one budget per exchange (``rate.per_second``); HTTP 429 honours
-Retry-After. Storing the trades and updating the ledger is the caller's business.
+``Backfiller.fill(window)`` walks the endpoint's pages from the start of the gap to its end (for
+a gap with no known end, up to the exchange's latest trade), maps every record with the same
+``Mapper`` the websocket uses, keeps the trades inside the gap and says whether the gap is now
+complete (``closed``) or cannot be (``unrecoverable``, with the reason). Requests share one
+budget per exchange (``rate.per_second``); HTTP 429 honours Retry-After. Storing the trades and
+updating the ledger is the caller's business.
+
+A short page is not taken for the last one (servers cap pages below what was asked for); an
+empty page, or one holding nothing new, is.
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ class Backfiller:
         if not any(name == "symbol" for name, _ in fields):
             fields = (("symbol", compile_expression(f"`{orjson.dumps(native).decode()}`")), *fields)
         kind = MessageKind("rest.trades", "trade", compile_expression("`true`"), records=rest.records,
-                           fields=fields)
+                           channel=None, fields=fields, symbol=None, message=None, fatal=False, log="")
         spec = dataclasses.replace(self.spec, messages=(kind,), pong=None, heartbeat=None)
         return Mapper(spec, self.exchange)
 
@@ -212,8 +216,8 @@ class Backfiller:
             for reason in outcome.rejects[:3]:
                 logger.warning("%s backfill %s: record rejected: %s", self.exchange, window.symbol, reason)
             page = [t for t in outcome.trades if t.symbol == window.symbol]
-            if not page:
-                complete = True  # nothing (newer) to give
+            if not page or all(t.trade_id in found for t in page):
+                complete = True  # nothing (newer) to give: the exchange's latest trade is reached
                 break
             for trade in page:
                 found[trade.trade_id] = trade
@@ -226,9 +230,6 @@ class Backfiller:
                 break
             if (to_int is not None and ids and max(ids) >= to_int - 1) or (
                     window.to_time is not None and newest >= window.to_time):
-                complete = True
-                break
-            if rest.page_size is not None and len(page) < rest.page_size:
                 complete = True
                 break
             if rest.paginate == "id":

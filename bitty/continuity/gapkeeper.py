@@ -1,12 +1,16 @@
 """Watching the streams for gaps, writing them to the ledger and having them backfilled.
 
-``GapKeeper`` listens to each consumer's events and trades. A disconnect (or a watchdog
-restart) opens a gap from the last trade held; the first newer trade after the stream is back
-bounds it, and backfill runs. Where the spec promises sequential trade ids, a skipped id opens
-a gap at once. A collect run that starts where an earlier one left off opens a ``restart`` gap.
+``GapKeeper`` listens to each consumer's events and trades. A disconnect (or a watchdog restart)
+opens a gap from the last trade held; the first newer trade after the stream is back bounds it,
+and backfill runs. If the exchange repeats the last trade held (Coinbase's ``last_match`` on
+subscribe), nothing was missed and the gap closes. If no trade comes within ``quiet_after``
+seconds of the stream being back (a quiet market, a symbol that stopped trading), the gap is
+backfilled from REST alone, up to the exchange's latest trade. Where the spec promises
+sequential trade ids, a skipped id opens a gap at once. A collect run that starts where an
+earlier one left off opens a ``restart`` gap.
 
-Ledger writes and backfilled inserts go through one worker thread, in the order they were
-asked for, so the websocket callbacks stay synchronous and never wait on the database.
+Ledger writes and backfilled inserts go through one worker thread, in the order they were asked
+for, so the websocket callbacks stay synchronous and never wait on the database.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ class KeeperStats:
 
 class GapKeeper:
     def __init__(self, store: Store, specs: list[Spec], rest_urls: dict[str, str] | None = None,
-                 backfill: bool = True, sleep: Sleep = asyncio.sleep, no_backfill: set[str] | None = None) -> None:
+                 backfill: bool = True, sleep: Sleep = asyncio.sleep, no_backfill: set[str] | None = None,
+                 quiet_after: float = 10.0) -> None:
         self.store = store
         self.ledger = Ledger(store.engine)
         self.specs = {s.name: s for s in specs}
@@ -69,12 +74,14 @@ class GapKeeper:
         self.backfill_enabled = backfill
         self.no_backfill = no_backfill or set()
         self.sleep = sleep
+        self.quiet_after = quiet_after
         self.stats = KeeperStats()
         self.started_at = _now()
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._continuity: dict[str, Continuity] = {s.name: Continuity() for s in specs if s.trade_ids == "sequential"}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bitty-ledger")
         self._tasks: set[asyncio.Task[None]] = set()
+        self._quiet: set[asyncio.Task[None]] = set()  # waiting for a first trade; cancelled at close
         self._session: aiohttp.ClientSession | None = None
         self._backfillers: dict[str, Backfiller] = {}
 
@@ -116,6 +123,8 @@ class GapKeeper:
 
     async def close(self, counts: dict[str, dict[str, int]] | None = None) -> None:
         """Wait for running backfills, record the run's counts per exchange, and stop."""
+        for task in list(self._quiet):
+            task.cancel()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._session is not None:
@@ -135,7 +144,10 @@ class GapKeeper:
         symbols = list(event.symbols)
         if event.kind == "connected":
             for symbol in symbols:
-                self._stream(event.exchange, symbol).connected_at = event.at
+                stream = self._stream(event.exchange, symbol)
+                stream.connected_at = event.at
+                if stream.pending is not None:
+                    self._wait_for_quiet(event.exchange, symbol, stream.pending, event.at)
             self._submit(self.ledger.connected, event.exchange, symbols, event.at)
             return
         self._submit(self.ledger.disconnected, event.exchange, symbols, event.at, event.reason, event.since)
@@ -157,7 +169,14 @@ class GapKeeper:
         pending = stream.pending
         previous = stream.last
         hole = continuity.observe(trade.symbol, trade.trade_id, trade.time) if continuity else None
-        if pending is not None and not self._older(trade, pending):
+        if pending is not None and pending.from_id is not None and trade.trade_id == pending.from_id:
+            # The exchange repeats its latest trade on subscribe, and it is the last one held
+            # before the gap: nothing happened while we were away.
+            stream.pending = None
+            self._submit(self._bound, pending, trade.time, trade.trade_id)
+            self._submit(self._settle, pending, "closed",
+                         "no trade missed: the exchange's latest trade after reconnecting is the last one held", [])
+        elif pending is not None and not self._older(trade, pending):
             stream.pending = None
             self._submit(self._bound, pending, trade.time, trade.trade_id)
             if continuity is not None and hole is None and _next_id(previous, trade.trade_id):
@@ -182,6 +201,24 @@ class GapKeeper:
         if value is not None and start is not None:
             return value <= start
         return trade.time < gap.from_time or trade.trade_id == gap.from_id
+
+    def _wait_for_quiet(self, exchange: str, symbol: str, gap: _Gap, connected_at: datetime) -> None:
+        async def wait() -> None:
+            await asyncio.sleep(self.quiet_after)
+            stream = self._stream(exchange, symbol)
+            if stream.pending is not gap:
+                return  # a trade after the gap bounded it
+            stream.pending = None
+            logger.info("%s %s: no trade %.0fs after reconnecting; backfilling the gap from REST alone",
+                        exchange, symbol, self.quiet_after)
+            # The stream is live again from connected_at: the blind interval ends there. REST is
+            # read up to its latest trade; trades also received live are stored once.
+            self._submit(self._bound, gap, connected_at, None)
+            self._spawn(self._backfill(exchange, gap, Window(symbol, gap.from_time, None, gap.from_id, None)))
+
+        task = asyncio.get_running_loop().create_task(wait())
+        self._quiet.add(task)
+        task.add_done_callback(self._quiet.discard)
 
     # --- ledger and backfill ---------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from bitty.engine.consumer import BaseConsumer, Stats
+from bitty.engine.watchdog import max_age_margin
 from bitty.errors import ExchangeError
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class Slot:
         if not self.max_age:
             await task
             return
-        margin = min(60.0, self.max_age / 10)
+        margin = max_age_margin(self.max_age)
         while True:
             old = self.current
             opened = await self._wait_connected(old, task)

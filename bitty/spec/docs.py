@@ -4,6 +4,7 @@ their markers; a test fails when they are stale."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ def _row(name: str, node: dict[str, Any], required: set[str], root: dict[str, An
     description = node.get("description")
     if description is None and "$ref" in node:
         description = root["$defs"][node["$ref"].rsplit("/", 1)[-1]].get("description", "")
-    default = f" Default: `{node['default']}`." if "default" in node else ""
+    default = f" Default: `{json.dumps(node['default'])}`." if "default" in node else ""
     req = "yes" if name in required else ""
     text = (description or "").replace("|", "\\|")
     return f"| `{name}` | {_type(node)} | {req} | {text}{default} |"

@@ -9,17 +9,15 @@ of ``yaml.compose``.
 from __future__ import annotations
 
 import difflib
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bitty.errors import BittyError, Problem, SpecError
-from bitty.lang.expr import Expr, ExpressionError, compile_expression
+from bitty.lang.expr import Expr, ExpressionError, compile_expression, side_table_problems, suspicious
 from bitty.spec import files as paths
-from bitty.spec.hooks import Hooks
+from bitty.spec import source as yaml_source
+from bitty.spec.hooks import HooksError, check_hooks
 from bitty.spec.model import (
     CONNECTION_VARS,
     REST_TRADES_VARS,
@@ -34,7 +32,7 @@ from bitty.spec.model import (
     Subscribe,
     SymbolList,
 )
-from bitty.spec.schema import Report, locate, schema, shape_problems
+from bitty.spec.schema import Report, fill_defaults, locate, schema, shape_problems
 from bitty.spec.symbols import SymbolRules
 from bitty.spec.template import Template
 
@@ -57,10 +55,14 @@ class _Builder:
         if source is None:
             return None
         try:
-            return compile_expression(source)
+            expr = compile_expression(source)
         except ExpressionError as exc:
             self.report.add(path, str(exc))
             return None
+        problems = suspicious(expr) + (side_table_problems(expr) if path[-2:] == ["fields", "side"] else [])
+        for message in problems:
+            self.report.add(path, message)
+        return expr
 
     def trade_fields(self, path: list[Any], raw: dict[str, Any]) -> list[tuple[str, Expr]]:
         """The trade fields ``raw`` gives, compiled, in TRADE_FIELDS order."""
@@ -99,7 +101,7 @@ class _Builder:
         symbols_raw = raw["symbols"]
         rules = self.symbol_rules(symbols_raw)
         subscribe_raw = raw["subscribe"]
-        per = subscribe_raw.get("per", "connection")
+        per = subscribe_raw["per"]
         connection_vars = set(CONNECTION_VARS) if "bootstrap" in raw else CONNECTION_VARS - {"bootstrap"}
         sub_vars = (connection_vars - {"symbols"}) | {"symbol"} if per == "symbol" else connection_vars
         if per == "batch" and "batch_size" not in subscribe_raw:
@@ -128,22 +130,22 @@ class _Builder:
             b_url = self.template(["bootstrap", "url"], b["url"], {"connect_id", "now_ms"})
             interval = self.expr(["bootstrap", "keepalive_interval"], b.get("keepalive_interval"))
             if b_url is not None:
-                bootstrap = Bootstrap(b_url, b.get("method", "GET"), interval)
+                bootstrap = Bootstrap(b_url, b["method"], interval)
         symbol_list = self.symbol_list(symbols_raw.get("list"))
-        connection = raw.get("connection", {})
-        trade_timeout = raw.get("trade_timeout")
-        idle_timeout = float(raw.get("idle_timeout", 60))
+        connection = raw["connection"]
+        trade_timeout = raw["trade_timeout"]
+        idle_timeout = float(raw["idle_timeout"])
         if self.shape_ok:
             self.check_timeouts(raw.get("heartbeat"), trade_timeout, idle_timeout, keepalive)
         hooks = raw.get("hooks")
         if hooks:
-            self.check_hooks(hooks)
-        rest_trades = self.rest_trades(raw.get("rest", {}).get("trades"))
+            self.check_hooks(hooks, file.parent)
+        rest_trades = self.rest_trades(raw["rest"].get("trades") if "rest" in raw else None)
         if len(self.report.problems) > problems_before or url is None or rules is None:
             return None
         return Spec(
             name=raw["name"],
-            version=int(raw.get("version", 1)),
+            version=int(raw["version"]),
             path=file,
             url=url,
             symbols=rules,
@@ -155,18 +157,18 @@ class _Builder:
             idle_timeout=idle_timeout,
             keepalive=keepalive,
             pong=pong,
-            compression=raw.get("compression", "auto"),
+            compression=raw["compression"],
             bootstrap=bootstrap,
             symbol_list=symbol_list,
             max_symbols=connection.get("max_symbols"),
-            max_frame_bytes=int(connection.get("max_frame_bytes", 4 * 1024 * 1024)),
+            max_frame_bytes=int(connection["max_frame_bytes"]),
             messages_per_second=connection.get("messages_per_second"),
             max_age=connection.get("max_age"),
-            headers=tuple(sorted(connection.get("headers", {}).items())),
+            headers=tuple(sorted(connection["headers"].items())),
             hooks=hooks,
-            description=raw.get("description", ""),
-            docs=raw.get("docs", ""),
-            trade_ids=raw.get("trade_ids", "opaque"),
+            description=raw["description"],
+            docs=raw["docs"],
+            trade_ids=raw["trade_ids"],
             rest_trades=rest_trades,
         )
 
@@ -175,17 +177,17 @@ class _Builder:
         if "{base}" not in native or "{quote}" not in native:
             self.report.add(["symbols", "native"], "must contain both {base} and {quote}")
             return None
-        if "{base}{quote}" in native and not raw.get("quotes") and not raw.get("map"):
+        if "{base}{quote}" in native and not raw["quotes"] and not raw["map"]:
             self.report.add(["symbols", "native"],
                             "{base}{quote} has no separator: list the exchange's quote assets in symbols.quotes "
                             "so native symbols can be split")
         return SymbolRules(
             native_format=native,
-            case=raw.get("case", "upper"),
-            aliases=dict(raw.get("aliases", {})),
-            quotes=tuple(raw.get("quotes", ())),
+            case=raw["case"],
+            aliases=dict(raw["aliases"]),
+            quotes=tuple(raw["quotes"]),
             suffix=raw.get("suffix"),
-            explicit=dict(raw.get("map", {})),
+            explicit=dict(raw["map"]),
         )
 
     def symbol_list(self, raw: dict[str, Any] | None) -> SymbolList | None:
@@ -208,17 +210,17 @@ class _Builder:
         url = self.template(p + ["url"], raw["url"], REST_TRADES_VARS)
         records = self.expr(p + ["records"], raw["records"])
         fields = self.trade_fields(p + ["fields"], raw["fields"])
-        paginate = raw.get("paginate", {})
-        by = paginate.get("by", "none")
+        paginate = raw["paginate"]
+        by = paginate["by"]
         if (by == "cursor") != ("cursor" in paginate):
             self.report.add(p + ["paginate"], "paginate.cursor is needed with by: cursor, and only then")
-        rate = raw.get("rate", {})
+        rate = raw["rate"]
         if url is None or records is None:
             return None
         return RestTrades(url, records, tuple(fields), error=self.expr(p + ["error"], raw.get("error")),
                           paginate=by, cursor=self.expr(p + ["paginate", "cursor"], paginate.get("cursor")),
-                          page_size=paginate.get("page_size"), max_pages=int(paginate.get("max_pages", 100)),
-                          per_second=float(rate.get("per_second", 1)), retries=int(rate.get("retries", 5)))
+                          page_size=paginate.get("page_size"), max_pages=int(paginate["max_pages"]),
+                          per_second=float(rate["per_second"]), retries=int(rate["retries"]))
 
     def heartbeat(self, raw: dict[str, Any] | None, sub_vars: set[str]) -> Heartbeat | None:
         if raw is None:
@@ -230,11 +232,11 @@ class _Builder:
         heartbeat = Heartbeat(
             match=match,  # type: ignore[arg-type]
             timeout=float(raw["timeout"]),
-            messages=self.templates(p + ["messages"], raw.get("messages", []), sub_vars | {"symbols"}),
+            messages=self.templates(p + ["messages"], raw["messages"], sub_vars | {"symbols"}),
             symbol=self.expr(p + ["symbol"], raw.get("symbol")),
             channel=self.expr(p + ["channel"], raw.get("channel")),
             last_trade_id=self.expr(p + ["last_trade_id"], raw.get("last_trade_id")),
-            trades_count=bool(raw.get("trades_count", False)),
+            trades_count=bool(raw["trades_count"]),
         )
         return heartbeat if match is not None else None
 
@@ -252,24 +254,19 @@ class _Builder:
                 if "symbol" not in m["fields"] and "channel" not in m:
                     self.report.add(p + ["fields"],
                                     "a trade kind needs fields.symbol, or a channel resolved through a `channel` kind")
-                kind_obj = MessageKind(name, kind, match,  # type: ignore[arg-type]
-                                       records=self.expr(p + ["records"], m.get("records")),
-                                       channel=self.expr(p + ["channel"], m.get("channel")),
-                                       fields=tuple(fields))
-            elif kind == "error":
-                kind_obj = MessageKind(name, kind, match,  # type: ignore[arg-type]
-                                       message=self.expr(p + ["message"], m.get("message")),
-                                       fatal=bool(m.get("fatal", False)))
-            elif kind == "reconnect":
-                kind_obj = MessageKind(name, kind, match,  # type: ignore[arg-type]
-                                       message=self.expr(p + ["message"], m.get("message")))
-            elif kind == "channel":
-                has_channel = True
-                kind_obj = MessageKind(name, kind, match,  # type: ignore[arg-type]
-                                       channel=self.expr(p + ["channel"], m["channel"]),
-                                       symbol=self.expr(p + ["symbol"], m["symbol"]))
             else:
-                kind_obj = MessageKind(name, kind, match, log=m.get("log", "debug"))  # type: ignore[arg-type]
+                fields = []
+            has_channel = has_channel or kind == "channel"
+            kind_obj = MessageKind(
+                name, kind, match,  # type: ignore[arg-type]
+                records=self.expr(p + ["records"], m.get("records")),
+                channel=self.expr(p + ["channel"], m.get("channel")),
+                fields=tuple(fields),
+                symbol=self.expr(p + ["symbol"], m.get("symbol")),
+                message=self.expr(p + ["message"], m.get("message")),
+                fatal=kind == "error" and bool(m["fatal"]),  # the key exists on error kinds only
+                log=m["log"] if kind == "ignore" else "",  # and this one on ignore kinds only
+            )
             out.append(kind_obj)
         if not has_trade and self.shape_ok:
             self.report.add(["messages"], "no message kind of type 'trade': the spec would never store a trade")
@@ -297,16 +294,11 @@ class _Builder:
             self.report.add(["keepalive", "interval"],
                             f"keepalive interval {keepalive.interval}s is far above idle_timeout {idle_timeout}s")
 
-    def check_hooks(self, dotted: str) -> None:
-        module_name, _, class_name = dotted.rpartition(".")
+    def check_hooks(self, dotted: str, spec_dir: Path) -> None:
         try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:
-            self.report.add(["hooks"], f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
-            return
-        cls = getattr(module, class_name, None)
-        if not (isinstance(cls, type) and issubclass(cls, Hooks)):
-            self.report.add(["hooks"], f"{dotted!r} is not a subclass of bitty.hooks.Hooks")
+            check_hooks(dotted, spec_dir)  # reads the module's source; never imports it
+        except HooksError as exc:
+            self.report.add(["hooks"], str(exc))
 
 
 # --- public entry points ----------------------------------------------------------------------
@@ -317,28 +309,30 @@ def load_spec(path: str | Path, display: str | None = None) -> Spec:
     path = Path(path)
     file = display or _display(path)
     try:
+        size = path.stat().st_size
+        if size > yaml_source.MAX_BYTES:  # refused before reading: a 50 MB file costs nothing
+            raise SpecError([Problem(file, 1, 1, "$", f"the file is {size:,} bytes, over the limit of "
+                                     f"{yaml_source.MAX_BYTES:,}; a spec describes one exchange and needs far less")])
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([Problem(file, 1, 1, "$", f"cannot read: {exc}")]) from None
+        raise SpecError([Problem(file, 1, 1, "$", f"cannot read: {exc}; save it as UTF-8 text")]) from None
     return parse_spec(text, path, file)
 
 
 def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
     file = file or str(path)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([Problem(file, line, col, "$", f"invalid YAML: {problem}")]) from None
+        root, data, duplicates = yaml_source.read(text, file)
+    except yaml_source.SourceError as exc:
+        raise SpecError(exc.problems) from None
     report = locate(file, root)
+    report.problems += duplicates
     if not isinstance(data, dict):
-        report.add([], f"a spec is a mapping, not {type(data).__name__}")
+        report.add([], f"a spec is a mapping, not {type(data).__name__}; start with `name: ...`")
         raise SpecError(report.problems)
     shape_problems(data, report)
-    shape_ok = not report.problems
+    shape_ok = len(report.problems) == len(duplicates)
+    fill_defaults(data)
     try:
         spec = _Builder(data, report, shape_ok).build(path)
     except (KeyError, TypeError, AttributeError, ValueError):
@@ -349,6 +343,41 @@ def parse_spec(text: str, path: Path, file: str | None = None) -> Spec:
     if report.problems or spec is None:
         raise SpecError(sorted(report.problems, key=lambda p: (p.line, p.column)))
     return spec
+
+
+def name_clashes(specs: Sequence[Spec]) -> list[Problem]:
+    """One problem per spec file whose ``name`` another file also uses: collecting both would
+    store two feeds under one exchange name."""
+    by_name: dict[str, dict[Path, Spec]] = {}
+    for spec in specs:
+        by_name.setdefault(spec.name, {})[spec.path.resolve()] = spec
+    problems = []
+    for name, same in by_name.items():
+        if len(same) < 2:
+            continue
+        files = {path: _display(spec.path) for path, spec in same.items()}
+        for path, spec in same.items():
+            others = ", ".join(f for p, f in files.items() if p != path)
+            line, col = _name_mark(spec.path)
+            problems.append(Problem(files[path], line, col, "$.name",
+                                    f"name {name!r} is also the name of {others}; exchange names are unique: "
+                                    "rename one, or keep one file"))
+    return problems
+
+
+def check_unique_names(specs: Sequence[Spec]) -> None:
+    """Refuse specs that share a name (``collect`` runs each exchange once)."""
+    problems = name_clashes(specs)
+    if problems:
+        raise SpecError(problems)
+
+
+def _name_mark(path: Path) -> tuple[int, int]:
+    try:
+        root, _, _ = yaml_source.read(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, yaml_source.SourceError):
+        return 1, 1
+    return locate(str(path), root).locator.where(["name"])
 
 
 def _display(path: Path) -> str:

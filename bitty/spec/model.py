@@ -1,4 +1,7 @@
-"""The compiled spec: frozen dataclasses the engine reads (it never indexes raw YAML)."""
+"""The compiled spec: frozen dataclasses the engine reads (it never indexes raw YAML).
+
+No field has a default: defaults live in the schema alone, filled by the loader
+(``bitty.spec.schema.fill_defaults``), so every value here was given or declared there."""
 
 from __future__ import annotations
 
@@ -18,13 +21,13 @@ class MessageKind:
     name: str
     type: str  # trade | ignore | error | channel | reconnect
     match: Expr
-    records: Expr | None = None
-    channel: Expr | None = None
-    fields: tuple[tuple[str, Expr], ...] = ()
-    symbol: Expr | None = None
-    message: Expr | None = None
-    fatal: bool = False
-    log: str = "debug"
+    records: Expr | None
+    channel: Expr | None
+    fields: tuple[tuple[str, Expr], ...]
+    symbol: Expr | None
+    message: Expr | None
+    fatal: bool
+    log: str  # ignore kinds only ('' elsewhere)
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,11 @@ class Subscribe:
 class Heartbeat:
     match: Expr
     timeout: float
-    messages: tuple[Template, ...] = ()
-    symbol: Expr | None = None
-    channel: Expr | None = None
-    last_trade_id: Expr | None = None
-    trades_count: bool = False
+    messages: tuple[Template, ...]
+    symbol: Expr | None
+    channel: Expr | None
+    last_trade_id: Expr | None
+    trades_count: bool
 
 
 @dataclass(frozen=True)
@@ -81,13 +84,13 @@ class RestTrades:
     url: Template
     records: Expr
     fields: tuple[tuple[str, Expr], ...]
-    error: Expr | None = None
-    paginate: str = "none"  # none | id | time | cursor
-    cursor: Expr | None = None
-    page_size: int | None = None
-    max_pages: int = 100
-    per_second: float = 1.0
-    retries: int = 5
+    error: Expr | None
+    paginate: str  # none | id | time | cursor
+    cursor: Expr | None
+    page_size: int | None
+    max_pages: int
+    per_second: float
+    retries: int
 
 
 REST_TRADES_VARS = {"symbol", "after_id", "from_id", "to_id", "from_s", "from_ms", "from_ns", "to_s", "to_ms", "cursor"}
@@ -103,21 +106,21 @@ class Spec:
     default_symbols: tuple[str, ...]
     subscribe: Subscribe
     messages: tuple[MessageKind, ...]
-    heartbeat: Heartbeat | None = None
-    trade_timeout: float | None = None
-    idle_timeout: float = 60.0
-    keepalive: Keepalive | None = None
-    pong: Pong | None = None
-    compression: str = "auto"
-    bootstrap: Bootstrap | None = None
-    symbol_list: SymbolList | None = None
-    max_symbols: int | None = None
-    max_frame_bytes: int = 4 * 1024 * 1024
-    messages_per_second: float | None = None
-    max_age: float | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    hooks: str | None = None
-    description: str = ""
-    docs: str = ""
-    trade_ids: str = "opaque"  # opaque | sequential
-    rest_trades: RestTrades | None = None
+    heartbeat: Heartbeat | None
+    trade_timeout: float | None
+    idle_timeout: float
+    keepalive: Keepalive | None
+    pong: Pong | None
+    compression: str
+    bootstrap: Bootstrap | None
+    symbol_list: SymbolList | None
+    max_symbols: int | None
+    max_frame_bytes: int
+    messages_per_second: float | None
+    max_age: float | None
+    headers: tuple[tuple[str, str], ...]
+    hooks: str | None
+    description: str
+    docs: str
+    trade_ids: str  # opaque | sequential
+    rest_trades: RestTrades | None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 from collections.abc import Iterator
@@ -126,3 +127,76 @@ def _explain(error: jsonschema.ValidationError, data: Any) -> Iterator[tuple[lis
 def locate(file: str, root: yaml.Node | None) -> Report:
     """A report for one spec file, locating paths in its composed YAML."""
     return Report(file, Locator(root))
+
+
+def fill_defaults(data: Any) -> None:
+    """Fill every absent property that has a ``default`` in the schema, in place.
+
+    The schema is the one place defaults live: the loader reads ``raw["idle_timeout"]``, and the
+    model's dataclasses carry none. Followed: ``$ref``, ``allOf``, ``if``/``then``/``else`` (the
+    branch the instance takes), ``properties``, ``additionalProperties`` and ``items``. A default
+    of ``{}`` is filled before its own properties, so nested defaults arrive too. Values of the
+    wrong type are left alone (the shape check has reported them).
+    """
+    _fill(data, schema())
+
+
+def _fill(instance: Any, sub: Any) -> None:
+    if not isinstance(sub, dict):
+        return
+    if "$ref" in sub:
+        _fill(instance, _resolve(sub["$ref"]))
+    for part in sub.get("allOf", []):
+        _fill(instance, part)
+    if "if" in sub:
+        branch = "then" if validator().evolve(schema=sub["if"]).is_valid(instance) else "else"
+        _fill(instance, sub.get(branch))
+    if isinstance(instance, dict):
+        properties = sub.get("properties", {})
+        for name, prop in properties.items():
+            if name not in instance and isinstance(prop, dict) and "default" in prop:
+                instance[name] = copy.deepcopy(prop["default"])
+            if name in instance:
+                _fill(instance[name], prop)
+        extra = sub.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name, value in instance.items():
+                if name not in properties:
+                    _fill(value, extra)
+    elif isinstance(instance, list) and isinstance(sub.get("items"), dict):
+        for item in instance:
+            _fill(item, sub["items"])
+
+
+def _resolve(ref: str) -> Any:
+    node: Any = schema()
+    for step in ref.removeprefix("#/").split("/"):
+        node = node[step]
+    return node
+
+
+def defaults() -> dict[str, Any]:
+    """Every default the schema declares, by JSON path (``$.connection.max_frame_bytes``); a
+    ``$defs`` entry is named by the paths that reach it (``$.messages.*.fatal``)."""
+    found: dict[str, Any] = {}
+
+    def walk(sub: Any, path: str, seen: frozenset[str]) -> None:
+        if not isinstance(sub, dict):
+            return
+        if "$ref" in sub and sub["$ref"] not in seen:
+            walk(_resolve(sub["$ref"]), path, seen | {sub["$ref"]})
+        for part in sub.get("allOf", []):
+            walk(part, path, seen)
+        for key in ("then", "else"):
+            walk(sub.get(key), path, seen)
+        for name, prop in sub.get("properties", {}).items():
+            if isinstance(prop, dict) and "default" in prop:
+                found[f"{path}.{name}"] = prop["default"]
+            walk(prop, f"{path}.{name}", seen)
+        if isinstance(sub.get("additionalProperties"), dict):
+            walk(sub["additionalProperties"], f"{path}.*", seen)
+        if isinstance(sub.get("items"), dict):
+            walk(sub["items"], f"{path}[*]", seen)
+
+    walk(schema(), "$", frozenset())
+    return found

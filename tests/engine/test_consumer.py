@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -13,7 +12,7 @@ from bitty.engine.consumer import BaseConsumer
 from bitty.spec.load import load_spec
 from bitty.trade import Trade
 from tests.conftest import EXCHANGES, SPECS
-from tests.wsserver import Run, accept, drain, drive, feed_while_draining, read_json, run_for, serve
+from tests.wsserver import Run, accept, drain, drive, feed_while_draining, read_json, run_for, serve  # noqa: F401 (run_for: for test_tools)
 
 SPEC = load_spec(SPECS / "positive" / "testex.yaml")
 
@@ -232,54 +231,6 @@ def test_garbage_frames_are_quarantined_and_the_stream_goes_on() -> None:
     assert any("price is missing or not a positive number" in r for r in reasons)
     assert any("side is not buy or sell" in r for r in reasons)
     assert all(q.exchange == "testex" and q.frame for q in run.quarantined)
-
-
-class LegacyConsumer(BaseConsumer):
-    """The original bitty subclass API, as GdaxConsumer used it."""
-
-    exchange_name = "legacy"
-    enable_heartbeat = True
-    heartbeat_timeout = 5
-
-    def make_subscribe_payload(self) -> dict[str, Any]:
-        return {"type": "subscribe", "product_ids": self.product_ids}
-
-    def make_heartbeat_payload(self) -> dict[str, Any]:
-        return {"type": "heartbeat", "on": True}
-
-    def process_message(self, message: str | bytes) -> dict[str, Any] | None:
-        data = json.loads(message)
-        if data.get("type") in ("match", "heartbeat"):
-            return data  # type: ignore[no-any-return]
-        return None
-
-
-def test_original_subclass_api_still_works() -> None:
-    """A BaseConsumer subclass with process_message/make_*_payload collects trades and heartbeats."""
-    sent: list[Any] = []
-    heartbeats: list[Any] = []
-
-    async def handler(request: web.Request, n: int) -> web.StreamResponse:
-        ws = await accept(request)
-        sent.append(await read_json(ws))
-        sent.append(await read_json(ws))
-        await ws.send_json(heartbeat("BTC-USD", 0))
-        await ws.send_json(match(1))
-        return await drain(ws)
-
-    async def main() -> list[Trade]:
-        trades: list[Trade] = []
-        async with serve(handler) as server:
-            consumer = LegacyConsumer(["BTC-USD"], url=server.url)
-            consumer.on_trade(trades.append)
-            consumer.on_heartbeat(heartbeats.append)
-            await run_for(consumer, 0.3)
-        return trades
-
-    trades = asyncio.run(main())
-    assert sent == [{"type": "subscribe", "product_ids": ["BTC-USD"]}, {"type": "heartbeat", "on": True}]
-    assert [(t.exchange, t.product_id, t.trade_id, str(t.price)) for t in trades] == [("legacy", "BTC-USD", "1", "100.5")]
-    assert heartbeats and heartbeats[0]["last_trade_id"] == "0"
 
 
 def test_a_failing_callback_does_not_stop_the_stream() -> None:

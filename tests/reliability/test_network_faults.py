@@ -260,9 +260,9 @@ def test_forced_disconnect_is_handed_over_without_loss_or_duplicates(tmp_path: P
     assert gaps == 0
 
 
-def test_protocol_pings_keep_a_quiet_connection_alive() -> None:
-    """Websocket pings (answered with pongs) count as traffic: a quiet feed that the server keeps
-    pinging is not mistaken for a stall."""
+def test_protocol_pings_are_answered_but_are_not_data() -> None:
+    """A server that keeps pinging (and sending pongs) but sends no data is answered with pongs
+    and still restarted after idle_timeout: protocol pings never count as data."""
     spec = spec_with(**{"idle_timeout: 5": "idle_timeout: 0.3", "timeout: 0.4": "timeout: 2",
                         "trade_timeout: 0.8": "trade_timeout: 10"})
     pongs: list[bytes] = []
@@ -273,9 +273,10 @@ def test_protocol_pings_keep_a_quiet_connection_alive() -> None:
         await read_json(ws)
 
         async def ping() -> None:
-            for i in range(12):
+            for i in range(1_000_000):  # for as long as the client stays
                 await ws.ping(str(i).encode())
-                await asyncio.sleep(0.1)
+                await ws.pong(b"unsolicited")
+                await asyncio.sleep(0.05)
 
         task = asyncio.create_task(ping())
         async for msg in ws:
@@ -285,5 +286,58 @@ def test_protocol_pings_keep_a_quiet_connection_alive() -> None:
         return ws
 
     run = against(handler, 1.0, spec, symbols=["BTC-USD"])
+    assert pongs[:3] == [b"0", b"1", b"2"]
+    assert run.connections >= 2 and "no frame for 0.3s" in run.consumer.stats.last_error
+
+
+def test_dead_subscription_is_restarted_within_two_heartbeats() -> None:
+    """Heartbeats every 0.05 s report a trade we never received: the stream is restarted at the
+    second such heartbeat, long before the 5 s heartbeat timeout."""
+    spec = spec_with(**{"timeout: 0.4": "timeout: 5", "trade_timeout: 0.8": "trade_timeout: 10"})
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+        await ws.send_json(match(10))
+        await ws.send_json(match(20, "ETH-USD"))
+        beats = 0
+
+        async def beat() -> None:
+            nonlocal beats
+            while True:
+                await ws.send_json(heartbeat("BTC-USD", 10))
+                await ws.send_json(heartbeat("ETH-USD", 21 if n == 1 else 20))  # 21 never reaches us
+                beats += 1
+                await asyncio.sleep(0.05)
+
+        await feed_while_draining(ws, beat)
+        return ws
+
+    run = against(handler, 1.0, spec)
+    assert run.connections == 2, run.consumer.stats.last_error
+    assert run.consumer.stats.last_error.startswith("restarting: ETH-USD: heartbeat reports last trade 21")
+
+
+def test_trades_between_heartbeats_ahead_of_them_are_not_a_dead_subscription() -> None:
+    """Heartbeats that run one trade ahead of a busy stream (the trade follows each heartbeat)
+    never restart it: trades keep arriving between them."""
+    spec = spec_with(**{"timeout: 0.4": "timeout: 5", "trade_timeout: 0.8": "trade_timeout: 10"})
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        ws = await accept(request)
+        await read_json(ws)
+
+        async def busy() -> None:
+            trade_id = 100
+            while True:
+                trade_id += 1
+                await ws.send_json(heartbeat("BTC-USD", trade_id))
+                await ws.send_json(heartbeat("ETH-USD", 7))
+                await ws.send_json(match(trade_id))
+                await asyncio.sleep(0.03)
+
+        return await feed_while_draining(ws, busy)
+
+    run = against(handler, 0.8, spec)
     assert run.connections == 1, run.consumer.stats.last_error
-    assert len(pongs) >= 8
+    assert len(run.trades) >= 5

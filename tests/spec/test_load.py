@@ -137,3 +137,32 @@ def test_readme_walkthrough_spec_is_valid(tmp_path: Path) -> None:
         "microtimestamp": "1700489331512000", "amount": 0.0015, "price": 37021.47}}
     [trade] = mapper.handle(frame, datetime.now(UTC)).trades
     assert (trade.symbol, trade.trade_id, str(trade.price), trade.side) == ("BTC-USD", "310436510", "37021.47", "sell")
+
+
+def test_two_specs_with_one_name_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two files giving the same `name` fail validation, each naming the other, and collect refuses to run."""
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "kraken-copy.yaml").write_text((EXCHANGES / "coinbase.yaml").read_text().replace(
+        "name: coinbase", "name: kraken"))
+    assert main(["validate", "--exchanges-dir", str(folder)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    copy = str(folder / "kraken-copy.yaml")
+    assert out[0].startswith("exchanges.d/kraken.yaml:") and out[0].endswith(
+        f"$.name: name 'kraken' is also the name of {copy}; exchange names are unique: rename one, or keep one file")
+    assert out[1].startswith(f"{copy}:2:7: $.name: name 'kraken' is also the name of exchanges.d/kraken.yaml")
+    db = tmp_path / "x.db"
+    assert main(["collect", "kraken", str(folder / "kraken-copy.yaml"), "--db", f"sqlite:///{db}",
+                 "--duration", "0.1"]) == 1
+    assert "$.name: name 'kraken' is also the name of" in capsys.readouterr().err
+    assert not db.exists()
+
+
+def test_x_not_null_is_not_taken_for_a_string() -> None:
+    """`x != null` (the absent field `null`, which is null) stays valid; `== true` gets a JSON literal hint."""
+    from bitty.lang.expr import compile_expression, suspicious
+
+    assert suspicious(compile_expression("a != null && b == 'x'")) == []
+    [message] = suspicious(compile_expression("a == true"))
+    assert "write `true` for the value" in message

@@ -1,4 +1,6 @@
-"""A hooks class for an exchange that sends pipe-separated text trades (used by test_hooks.py)."""
+"""A hooks class for an exchange that sends pipe-separated text trades.
+
+Named by pipes.yaml beside it (``hooks: pipes_hooks.PipeTrades``): hooks come from the spec's own folder."""
 
 from __future__ import annotations
 
