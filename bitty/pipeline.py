@@ -271,7 +271,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
             elif events is not None:
                 await asyncio.to_thread(events.run, _run_state(identity, names, "stopped"))
         except sa.exc.SQLAlchemyError as exc:
-            logger.error("cannot record the end of this run, the output is away (the next run will report "
+            logger.error("cannot record the end of this run, the database is away (the next run will report "
                          "it as stopped without a clean shutdown): %s", _reason(exc))
         if store is not None:
             store.close()
