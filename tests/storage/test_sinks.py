@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from bitty.commands.sink import SinkOptions, drain
 from bitty.errors import SinkError
+from bitty.storage.sinks import Fanout
 from bitty.storage.sinks import message as fmt
 from bitty.storage.sinks.nats import NatsSink, StreamSettings
 from bitty.storage.store import Store
@@ -193,3 +194,36 @@ async def _sink_retries_a_database_that_cannot_write_and_loses_nothing(
     finally:
         store.close()
     await asyncio.sleep(0)
+
+
+def test_fanout_writes_the_database_and_nats_both(nats_url: str, stream_names: tuple[str, str], tmp_path: Path) -> None:
+    """--db with --nats: a batch reaches the database and the stream, and the trades reported new are the database's."""
+    asyncio.run(_fanout(nats_url, stream_names, tmp_path))
+
+
+async def _fanout(nats_url: str, stream_names: tuple[str, str], tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/both.db")
+    store.open()
+    publisher = await _sink(nats_url, stream_names)
+    try:
+        both = Fanout([store, publisher])
+        batch = [trade(n) for n in range(5)]
+        assert await asyncio.to_thread(both.write, batch) == batch
+        assert await asyncio.to_thread(both.write, batch[:2]) == []  # known to the database
+        assert store.count() == 5
+        info = await publisher._js.stream_info(stream_names[0])  # type: ignore[union-attr]
+        assert info.state.messages == 5
+    finally:
+        await publisher.aclose()
+        store.close()
+
+
+def test_collect_with_a_bad_deployment_file_exits_1_with_the_reason(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`bitty collect --config` with a typo: exit 1 and one line naming the key."""
+    from bitty.cli import main
+
+    path = tmp_path / "deploy.yaml"
+    path.write_text("nats: nats://127.0.0.1:4222\nexchanges: {coinbase: []}\nshard: 0/2\nnmae: a\n")
+    assert main(["collect", "--config", str(path)]) == 1
+    assert "$.nmae: unknown key" in capsys.readouterr().err
