@@ -1,8 +1,8 @@
 """Run records: who collects (host, pid, ``--name``), since when, and a lease renewed while alive.
 
 Many collectors may share one database (a standby pair, shards on several machines). A run is
-declared crashed only when its lease expired (a SIGKILL, a power loss: nobody renewed it),
-never because another collector started. Its coverage then ends at its last renewal, not at
+declared crashed only when its lease expired (a SIGKILL, a power loss: nobody renewed it) or,
+on the same machine, its process no longer exists; never because another collector started. Its coverage then ends at its last renewal, not at
 whatever stops later; the interval it left is reported (another collector may have covered it:
 ``bitty audit`` merges them).
 """
@@ -49,7 +49,7 @@ class Uncovered:
     until: datetime
 
     def __str__(self) -> str:
-        return (f"run {self.run_id} ({self.exchanges}) stopped without a clean shutdown (its lease expired): it "
+        return (f"run {self.run_id} ({self.exchanges}) stopped without a clean shutdown (its lease expired or its process is gone): it "
                 f"collected nothing from {self.since:%Y-%m-%d %H:%M:%S} UTC to {self.until:%Y-%m-%d %H:%M:%S} UTC "
                 f"(trades received in its last seconds may be missing; `bitty audit` shows whether another collector "
                 f"covered it)")
@@ -62,11 +62,26 @@ def lease_end(row: sa.Row[tuple[object, ...]] | object) -> datetime:
     return until if isinstance(until, datetime) else alive_at + timedelta(seconds=LEASE)
 
 
+def _gone(host: str, pid: int) -> bool:
+    """A process of this machine that no longer exists (killed: nobody needs to wait for its lease).
+    A pid reused by another process counts as alive: then the lease decides."""
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    return False
+
+
 def expire(conn: sa.Connection, now: datetime) -> list[Uncovered]:
-    """Mark crashed the running runs whose lease expired; their open coverage ends at their last renewal."""
+    """Mark crashed the running runs whose lease expired, or whose process on this machine is
+    gone; their open coverage ends at their last renewal."""
     out = []
     for row in conn.execute(sa.select(runs).where(runs.c.status == "running")):
-        if lease_end(row) >= now:
+        if lease_end(row) >= now and not _gone(row.host, row.pid):
             continue
         out.append(Uncovered(row.id, row.exchanges, row.alive_at, now))
         conn.execute(runs.update().where(runs.c.id == row.id).values(status="crashed", stopped_at=row.alive_at))

@@ -113,3 +113,16 @@ def test_audit_does_not_count_an_unrecovered_hole_as_complete(store: Store) -> N
     ledger.settle(gap, "unrecoverable", "no rest", _at(70))
     (line,) = audit(store, _at(0), _at(100)).lines
     assert line.complete == pytest.approx(0.8)
+
+
+def test_a_killed_run_on_this_machine_is_crashed_without_waiting_for_its_lease(store: Store) -> None:
+    """A run whose process on this machine no longer exists is crashed at once, its lease notwithstanding."""
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead = runs.Identity(name="dead", pid=int(gone.stdout))
+    run_id, _ = runs.start(store, ["x"], dead)
+    _, uncovered = runs.start(store, ["x"], runs.Identity(name="next"))
+    assert [u.run_id for u in uncovered] == [run_id]
