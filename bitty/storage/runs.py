@@ -3,8 +3,8 @@
 Many collectors may share one database (a standby pair, shards on several machines). A run is
 declared crashed only when its lease expired (a SIGKILL, a power loss: nobody renewed it) or,
 on the same machine, its process no longer exists; never because another collector started.
-Its coverage then ends at its last renewal, not at whatever stops later; the interval it left is reported (another collector may have covered it:
-``bitty audit`` merges them).
+Its coverage then ends at its last renewal, not at whatever stops later; the interval it left
+is reported (another collector may have covered it: ``bitty audit`` merges them).
 """
 
 from __future__ import annotations
@@ -49,9 +49,8 @@ class Uncovered:
     until: datetime
 
     def __str__(self) -> str:
-        return (f"run {self.run_id} ({self.exchanges}) stopped without a clean shutdown (its lease expired or its process is gone): "
-                f"it "
-                f"collected nothing from {self.since:%Y-%m-%d %H:%M:%S} UTC to {self.until:%Y-%m-%d %H:%M:%S} UTC "
+        return (f"run {self.run_id} ({self.exchanges}) stopped without a clean shutdown "
+                f"(its lease expired or its process is gone): it collected nothing from {self.since:%Y-%m-%d %H:%M:%S} UTC to {self.until:%Y-%m-%d %H:%M:%S} UTC "
                 f"(trades received in its last seconds may be missing; `bitty audit` shows whether another collector "
                 f"covered it)")
 
