@@ -50,9 +50,10 @@ class Uncovered:
 
     def __str__(self) -> str:
         return (f"run {self.run_id} ({self.exchanges}) stopped without a clean shutdown "
-                f"(its lease expired or its process is gone): it collected nothing from {self.since:%Y-%m-%d %H:%M:%S} UTC to {self.until:%Y-%m-%d %H:%M:%S} UTC "
-                f"(trades received in its last seconds may be missing; `bitty audit` shows whether another collector "
-                f"covered it)")
+                f"(its lease expired or its process is gone): it collected nothing from "
+                f"{self.since:%Y-%m-%d %H:%M:%S} UTC to {self.until:%Y-%m-%d %H:%M:%S} UTC "
+                f"(trades received in its last seconds may be missing; `bitty audit` shows whether another "
+                f"collector covered it)")
 
 
 def lease_end(row: sa.Row[tuple[object, ...]] | object) -> datetime:
