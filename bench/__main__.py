@@ -145,10 +145,55 @@ def _scale(tmp: Path, sizes: Sequence[int], per_symbol: int, per_second: float) 
           f"{small['symbols']:,} adds {added:.1f} KB")
 
 
+def _fleet(tmp: Path, frames: int, nats_url: str = "nats://127.0.0.1:4222") -> None:
+    """collector -> JetStream -> bitty sink -> PostgreSQL, as a ratio to collector -> PostgreSQL in the same run."""
+    import socket
+
+    from bench.endtoend import run_bitty as _bitty
+    from bench.fleet import run_nats
+
+    try:
+        with socket.create_connection(("127.0.0.1", 4222), timeout=1):
+            pass
+    except OSError:
+        print(f"\nNATS path skipped: {nats_url} is unreachable")
+        return
+    exchange = "coinbase"
+    server = _Server({exchange: frames})
+    pg = _pg_schema()
+    try:
+        if pg is None:
+            return
+        direct = _in_process(_bitty, [exchange], server.ports, pg[0], 0, frames)
+        # a second schema: the path through NATS starts from an empty table too
+        pg2 = _pg_schema()
+        assert pg2 is not None
+        try:
+            via = _in_process(run_nats, exchange, server.ports, pg2[0], frames, nats_url)
+        finally:
+            pg2[2]()
+        d_rate, v_rate = direct["trades"] / direct["seconds"], via["trades"] / via["seconds"]
+        print(f"\nNATS path ({exchange}, {frames:,} frames): direct to PostgreSQL {d_rate:,.0f} trades/s; "
+              f"collector -> JetStream -> sink -> PostgreSQL {v_rate:,.0f} trades/s; ratio {v_rate / d_rate:.2f}"
+              f" ({via['trades']:,} of {via['expected']:,} stored)")
+    finally:
+        server.close()
+        if pg is not None:
+            pg[2]()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs, about 40 s")
+    parser.add_argument("--fleet-only", action="store_true", help="only the NATS path against the direct path")
     args = parser.parse_args(argv)
+    if args.fleet_only:
+        tmp = Path(tempfile.mkdtemp(prefix="bitty-bench-"))
+        try:
+            _fleet(tmp, 20_000 if args.quick else 100_000)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     frames = 30_000 if args.quick else 150_000
 
     from bench import mapping, reference
@@ -169,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _end_to_end(tmp, frames)
         _scale(tmp, (100, 1000) if args.quick else (100, 300, 1000), 10 if args.quick else 20, per_second=2)
+        _fleet(tmp, frames)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

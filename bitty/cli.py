@@ -70,14 +70,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     from bitty.commands.collect import run
     from bitty.pipeline import CollectOptions
+    from bitty.storage.sinks.nats import StreamSettings
 
     symbols, per_exchange = _symbols(args.symbols)
     urls, url = _per_exchange(args.url)
     rest_urls, rest_url = _per_exchange(args.rest_url)
     if rest_url is not None:
         raise BittyError(f"--rest-url {rest_url!r}: expected EXCHANGE=URL")
+    db = args.db or (None if args.nats else os.environ.get("BITTY_DB", "sqlite:///bitty.db"))
     options = CollectOptions(
-        exchanges=args.exchanges, symbols=symbols, url=url, db=args.db, output=args.output,
+        exchanges=args.exchanges, symbols=symbols, url=url, db=db, output=args.output,
         duration=args.duration, max_trades=args.max_trades, exchanges_dirs=args.exchanges_dir,
         progress_interval=args.progress_interval, spill_dir=args.spill_dir,
         backfill=not args.no_backfill, rest_urls=rest_urls, urls=urls, exchange_symbols=per_exchange,
@@ -85,8 +87,31 @@ def cmd_collect(args: argparse.Namespace) -> int:
         params=_params(args.param), rest_url=rest_url, close_timeout=args.close_timeout,
         status_addr=args.status_addr, health_limit=args.health_limit,
         live=sys.stderr.isatty() and getattr(args, "log_format", "text") == "text",
+        nats=args.nats, shard=args.shard, name=args.name, max_pending=args.buffer,
+        nats_stream=StreamSettings(name=args.nats_stream, prefix=args.nats_prefix),
     )
+    if args.config:
+        from bitty.commands.deploy import load
+
+        deployed, per_exchange = load(args.config)
+        # the file describes the fleet; the command line may still point it elsewhere (tests, a replay)
+        options.exchanges, options.exchange_symbols = deployed.exchanges, per_exchange
+        options.db = args.db or deployed.db
+        options.nats = args.nats or deployed.nats
+        options.shard, options.name = args.shard or deployed.shard, args.name or deployed.name
+        options.nats_stream = deployed.nats_stream
+        if args.spill_dir == "bitty-spill":
+            options.spill_dir = deployed.spill_dir
     return run(options)
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    from bitty.commands.sink import SinkOptions, run
+    from bitty.storage.sinks.nats import StreamSettings
+
+    return run(SinkOptions(nats=args.nats, db=args.db, name=args.name, progress_interval=args.progress_interval,
+                           stream=StreamSettings(name=args.nats_stream, prefix=args.nats_prefix),
+                           idle_exit=args.idle_exit, ack_wait=args.ack_wait))
 
 
 def _exchange_prefix(value: str) -> tuple[str | None, str]:
@@ -301,8 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", action="append", metavar="[EXCHANGE=]URL",
                    help="websocket URL replacing the spec's (an origin alone keeps the spec's path); "
                         "EXCHANGE= for one exchange; repeatable")
-    p.add_argument("--db", default=os.environ.get("BITTY_DB", "sqlite:///bitty.db"),
-                   help="SQLAlchemy database URL (default: sqlite:///bitty.db, or $BITTY_DB)")
+    p.add_argument("--db", help="SQLAlchemy database URL (default: sqlite:///bitty.db, or $BITTY_DB; none with --nats)")
+    p.add_argument("--nats", metavar="URL", help="publish to NATS JetStream (nats://HOST:PORT) instead of a database, "
+                   "or as well if --db is given")
+    p.add_argument("--nats-stream", default="BITTY", help="JetStream stream name (default BITTY)")
+    p.add_argument("--nats-prefix", default="bitty", help="subject prefix (default bitty: bitty.trades.<exchange>.<symbol>)")
+    p.add_argument("--shard", metavar="I/N", help="collect only the (exchange, symbol) streams of shard I of N")
+    p.add_argument("--name", help="this collector's name in the runs table and audit (default host:pid)")
+    p.add_argument("--buffer", type=int, default=200_000,
+                   help="trades held in memory while the output is away before spilling to disk (default 200000)")
+    p.add_argument("--config", metavar="DEPLOY.yaml", help="a deployment file: exchanges, symbols, shard, outputs "
+                   "(docs/deploy.md)")
     p.add_argument("--output", help="also write stored trades as JSON lines: jsonl:PATH or - for stdout")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--max-trades", type=int, help="stop after this many trades received")
@@ -324,6 +358,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], default=argparse.SUPPRESS,
                    help="log lines as text (UTC times) or one JSON object per line; text on a terminal shows a live table")
     p.set_defaults(func=cmd_collect)
+
+    p = add("sink", "drain the NATS JetStream stream into a database",
+            "bitty sink --nats nats://127.0.0.1:4222 --db postgresql://postgres@127.0.0.1/bitty",
+            "bitty sink --nats nats://127.0.0.1:4222 --db sqlite:///catchup.db --idle-exit 30")
+    p.add_argument("--nats", required=True, metavar="URL", help="nats://HOST:PORT")
+    p.add_argument("--db", required=True, help="SQLAlchemy database URL")
+    p.add_argument("--name", default="bitty-sink", help="durable consumer name: sinks of one name share the work")
+    p.add_argument("--nats-stream", default="BITTY", help="JetStream stream name (default BITTY)")
+    p.add_argument("--nats-prefix", default="bitty", help="subject prefix (default bitty)")
+    p.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress lines")
+    p.add_argument("--ack-wait", type=float, default=30.0,
+                   help="seconds before a message taken by a sink that died is redelivered (default 30)")
+    p.add_argument("--idle-exit", type=float, help="stop after this many seconds without a message (catch-up jobs)")
+    p.set_defaults(func=cmd_sink)
 
     p = add("test", "replay a spec's fixtures and compare with its golden rows", "bitty test", "bitty test kraken --update")
     p.add_argument("targets", nargs="*", help="exchange names or spec files (default: every spec)")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from types import SimpleNamespace
+from typing import IO, Any, cast
 
 import orjson
 import sqlalchemy as sa
@@ -27,6 +29,9 @@ from bitty.spec import files as paths
 from bitty.spec.load import Spec, check_unique_names, load_spec, spec_paths
 from bitty.spec.symbols import KINDS, parse_name, resolve
 from bitty.storage import runs
+from bitty.storage.sinks import Fanout, Sink
+from bitty.storage.sinks.events import EventLedger
+from bitty.storage.sinks.nats import NatsSink, StreamSettings
 from bitty.storage.store import Store
 from bitty.storage.writer import Writer
 from bitty.trade import Trade
@@ -47,7 +52,7 @@ class CollectOptions:
     backfill: bool = True  # fetch the trades of gaps through the spec's rest.trades
     gap_quiet_after: float = 10.0  # no trade this long after reconnecting: backfill the gap from REST alone
     symbol_list_urls: dict[str, str] = field(default_factory=dict)  # per exchange
-    db: str = DEFAULT_DB
+    db: str | None = DEFAULT_DB  # None: no database (publish to NATS only)
     output: str | None = None
     duration: float | None = None
     max_trades: int | None = None
@@ -60,6 +65,12 @@ class CollectOptions:
     markets: list[str] | None = None  # --markets perpetual,future: every listed instrument of these kinds
     params: dict[str, dict[str, str]] = field(default_factory=dict)  # -p: exchange ("" = every one) -> choices
     rest_url: str | None = None  # --rest-url URL: every exchange's HTTP endpoints
+    # many collectors (docs/deploy.md): db None publishes to NATS only
+    nats: str | None = None
+    nats_stream: StreamSettings = field(default_factory=StreamSettings)
+    shard: str | None = None  # "i/n"
+    name: str | None = None
+    max_pending: int = 200_000  # trades held in memory while the sink is away, then spilled
     close_timeout: float = 30.0  # how long a stop waits for an away database before spilling
     status_addr: str | None = None  # HOST:PORT of the status server (metrics, health, live page)
     health_limit: float = DEFAULT_HEALTH_LIMIT  # seconds a stream or the database may be away before /healthz fails
@@ -98,14 +109,33 @@ def load_specs(targets: Sequence[str], dirs: list[str],
     return specs
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` (0 <= i < n) as (i, n)."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise BittyError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    return int(index), int(count)
+
+
+def shard_of(exchange: str, symbol: str, count: int) -> int:
+    """The shard of an (exchange, symbol) stream: a stable hash (SHA-256, not Python's salted
+    hash()), so every collector on every machine agrees."""
+    digest = hashlib.sha256(f"{exchange}\0{symbol}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
 def plan(specs: list[Spec], symbols: list[str] | None,
          listings: dict[str, list[Instrument]] | None = None,
          exchange_symbols: dict[str, list[str]] | None = None,
-         markets: list[str] | None = None) -> list[tuple[Spec, list[str]]]:
+         markets: list[str] | None = None,
+         shard: tuple[int, int] | None = None) -> list[tuple[Spec, list[str]]]:
     """(spec, symbols of one connection) for every connection to open. ``exchange_symbols``
     (per exchange) beats ``symbols`` (every exchange); ``markets`` adds every listed instrument of
     those kinds. With an exchange's listing, unknown symbols are rejected with a suggestion;
-    without one, native symbols are named by the general rules (``bitty.spec.symbols.guess``)."""
+    without one, native symbols are named by the general rules (``bitty.spec.symbols.guess``).
+    With a shard, only its streams."""
     out = []
     per = exchange_symbols or {}
     unknown = sorted(set(per) - {s.name for s in specs})
@@ -134,6 +164,8 @@ def plan(specs: list[Spec], symbols: list[str] | None,
             if parsed is not None and parsed.expiry is not None and parsed.expiry < today:
                 logger.warning("%s: %s expired on %s: the exchange will probably send no trades for it",
                                spec.name, symbol, parsed.expiry.isoformat())
+        if shard is not None:
+            chosen = [s for s in chosen if shard_of(spec.name, s, shard[1]) == shard[0]]
         size = spec.max_symbols or len(chosen) or 1
         for i in range(0, len(chosen), size):
             out.append((spec, chosen[i:i + size]))
@@ -201,26 +233,56 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
             options.exchange_symbols[spec.name] = options.exchange_symbols.pop(stem)
     wanted = options.symbols or options.exchange_symbols or options.markets
     listings = await fetch_listings(specs, options.symbol_list_urls, options.rest_urls) if wanted else {}
-    connections = plan(specs, options.symbols, listings, options.exchange_symbols, options.markets)
+    shard = parse_shard(options.shard)
+    connections = plan(specs, options.symbols, listings, options.exchange_symbols, options.markets, shard)
+    if not connections:
+        raise BittyError(f"shard {options.shard} holds none of the chosen streams")
+    if options.db is None and options.nats is None:
+        raise BittyError("nowhere to write: give --db, --nats or both")
     output = parse_output(options.output)
+    identity = runs.Identity(name=options.name, shard=options.shard)
+    names = [s.name for s in specs]
     status = await _start_status(options)
+    store: Store | None = None
+    events: EventLedger | None = None
     try:
-        store = Store(options.db)
-        await asyncio.to_thread(store.open)
+        sinks: list[Sink] = []
+        if options.db is not None:
+            store = Store(options.db)
+            await asyncio.to_thread(store.open)
+            sinks.append(store)
+        if options.nats is not None:
+            nats_sink = NatsSink(options.nats, options.nats_stream)
+            await nats_sink.aopen()
+            sinks.append(nats_sink)
+            events = EventLedger(nats_sink, identity.key)
+        target = sinks[0] if len(sinks) == 1 else Fanout(sinks)
         stored = StoredCounts()
-        writer = Writer(store, on_stored=_tee(stored.add, output.write if output else None),
-                        spill_dir=Path(options.spill_dir), close_timeout=options.close_timeout)
+        # The writer calls ``write(batch, quarantined)`` on any sink as it does on a Store.
+        writer = Writer(cast(Store, target), on_stored=_tee(stored.add, output.write if output else None),
+                        spill_dir=Path(options.spill_dir), close_timeout=options.close_timeout,
+                        max_pending=options.max_pending)
         writer.start()  # a spill folder another collector holds is refused before anything is recorded
     except BaseException:
         if status is not None:
             await status.close()
         raise
-    await asyncio.to_thread(_record_instruments, store, connections, listings)
-    run_id, uncovered = await asyncio.to_thread(runs.start, store, [s.name for s in specs])
+    run_id, uncovered = 0, cast(list[runs.Uncovered], [])
+    if store is not None:
+        await asyncio.to_thread(_record_instruments, store, connections, listings)
+        run_id, uncovered = await asyncio.to_thread(runs.start, store, names, identity)
+    else:
+        assert events is not None
+        await asyncio.to_thread(events.run, _run_state(identity, names, "running"))
     # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
     redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
-    keeper = GapKeeper(store, specs, rest_urls=options.rest_urls, backfill=options.backfill, no_backfill=redirected,
-                       quiet_after=options.gap_quiet_after, writer=writer)
+    keeper = GapKeeper(store or cast(Store, SimpleNamespace(engine=None)), specs, rest_urls=options.rest_urls,
+                       backfill=options.backfill, no_backfill=redirected, quiet_after=options.gap_quiet_after,
+                       writer=writer)
+    if store is None:
+        keeper.ledger = cast(Any, events)  # coverage and gaps published for `bitty sink` to apply
+    else:
+        keeper.ledger.run_key = identity.key
     await keeper.start(connections)
     source = CollectorSource([], writer, keeper, stored)
     if status is not None:
@@ -258,7 +320,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     all_done = loop.create_task(asyncio.wait(tasks))
     reports = terminal.Progress(source)
     progress = loop.create_task(terminal.run(reports, options.progress_interval, options.live))
-    heartbeat = loop.create_task(_alive(store, run_id))
+    heartbeat = loop.create_task(_alive(store, run_id, events, identity, names))
     # The writer is watched: if it fails, the run stops rather than go on collecting into nothing.
     waiters = [all_done, loop.create_task(stop.wait()), loop.create_task(writer.failed.wait())]
     try:
@@ -282,11 +344,17 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         except sa.exc.SQLAlchemyError as exc:
             logger.error("cannot record this run's coverage, the database is away: %s", _reason(exc))
         try:
-            await asyncio.to_thread(runs.stop, store, run_id)
+            if store is not None:
+                await asyncio.to_thread(runs.stop, store, run_id)
+            elif events is not None:
+                await asyncio.to_thread(events.run, _run_state(identity, names, "stopped"))
         except sa.exc.SQLAlchemyError as exc:
             logger.error("cannot record the end of this run, the database is away (the next run will report "
                          "it as stopped without a clean shutdown): %s", _reason(exc))
-        store.close()
+        if store is not None:
+            store.close()
+        if nats_sink is not None:
+            await nats_sink.aclose()
         if output:
             output.close()
         if status is not None:
@@ -340,14 +408,34 @@ def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
 
 
-async def _alive(store: Store, run_id: int, interval: float = 5.0) -> None:
-    """Record that this run is alive, so a crash can be dated by the next run."""
+def _run_state(identity: runs.Identity, names: list[str], status: str) -> dict[str, Any]:
+    """A run's row as published over NATS (``bitty sink`` writes it to the runs table)."""
+    now = datetime.now(UTC)
+    state: dict[str, Any] = {"host": identity.host, "pid": identity.pid, "name": identity.name,
+                             "shard": identity.shard, "exchanges": ",".join(names), "alive_at": now,
+                             "status": status, "lease_until": now + timedelta(seconds=runs.LEASE)}
+    if status == "running":
+        state["started_at"] = now
+    else:
+        state.update(stopped_at=now, lease_until=now)
+    return state
+
+
+async def _alive(store: Store | None, run_id: int, events: EventLedger | None = None,
+                 identity: runs.Identity | None = None, names: list[str] | None = None,
+                 interval: float = runs.LEASE / 6) -> None:
+    """Renew this run's lease, so that others know it is alive and a crash is dated by its last renewal."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(runs.alive, store, run_id)
+            if store is not None:
+                await asyncio.to_thread(runs.alive, store, run_id)
+            elif events is not None and identity is not None:
+                state = _run_state(identity, names or [], "running")
+                del state["started_at"]
+                await asyncio.to_thread(events.run, state)
         except sa.exc.SQLAlchemyError as exc:
-            logger.debug("cannot record run liveness: %s", exc)
+            logger.debug("cannot renew this run's lease: %s", exc)
 
 
 async def _start_status(options: CollectOptions) -> StatusServer | None:

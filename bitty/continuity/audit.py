@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from bitty.errors import BittyError
 from bitty.storage.ledger import Gap
+from bitty.storage.runs import lease_end
 from bitty.storage.store import Store
 from bitty.storage.tables import coverage, gaps, quarantine, run_counts, runs, trades
 
@@ -44,6 +45,7 @@ class Line:
     gaps_unrecoverable: int = 0
     connected: float = 0.0  # share of the window, 0..1
     complete: float = 0.0  # connected or recovered by backfill
+    collectors: dict[str, float] = field(default_factory=dict)  # collector -> share of the window it was connected
     per_minute: Counter[datetime] = field(default_factory=Counter)  # trades per bucket (Report.bucket)
     gaps: list[Gap] = field(default_factory=list)
     uncovered: list[tuple[datetime, datetime, str]] = field(default_factory=list)  # (from, to, why)
@@ -179,23 +181,35 @@ def _audit(store: Store, since: datetime, until: datetime, exchanges: list[str] 
                 .group_by(trades.c.exchange, trades.c.symbol, received), trades)):
             delays.setdefault((exchange, symbol), []).append(
                 (_moment(first_seen), _moment(last_seen), _moment(first_time), _moment(last_time)))
+        # Every collector's coverage, merged: a stream is connected wherever any collector of it
+        # was. Coverage left open by a run that is gone (stopped, crashed, lease expired) ends at
+        # its last sign of life, not now nor at whatever stopped later.
+        every_run = list(conn.execute(sa.select(runs))) if "runs" in tables else []
+        who = {r.key: r for r in every_run if r.key is not None}
         connected: dict[tuple[str, str], list[Interval]] = {}
+        per_collector: dict[tuple[str, str], dict[str, list[Interval]]] = {}
         if "coverage" in tables:
-            for exchange, symbol, start, end in conn.execute(chosen(
-                    sa.select(coverage.c.exchange, coverage.c.symbol, coverage.c.started_at, coverage.c.ended_at),
-                    coverage)):
-                if allowed(exchange, symbol):
-                    mapped = _in_trade_clock(start, end or now, delays.get((exchange, symbol), []))
-                    if mapped[1] > since and mapped[0] < until:
-                        line(exchange, symbol)
-                        connected.setdefault((exchange, symbol), []).append(mapped)
+            for exchange, symbol, start, end, run_key in conn.execute(chosen(
+                    sa.select(coverage.c.exchange, coverage.c.symbol, coverage.c.started_at, coverage.c.ended_at,
+                              coverage.c.run_key), coverage)):
+                if not allowed(exchange, symbol):
+                    continue
+                run = who.get(run_key)
+                if end is None:
+                    gone = run is not None and (run.status != "running" or lease_end(run) < now)
+                    end = max(start, run.alive_at) if gone and run is not None else now
+                mapped = _in_trade_clock(start, end, delays.get((exchange, symbol), []))
+                if mapped[1] > since and mapped[0] < until:
+                    line(exchange, symbol)
+                    connected.setdefault((exchange, symbol), []).append(mapped)
+                    label = (run.name or f"{run.host}:{run.pid}") if run is not None else "unknown"
+                    per_collector.setdefault((exchange, symbol), {}).setdefault(label, []).append(mapped)
         running: dict[str, list[Interval]] = {}
-        if "runs" in tables:
-            for names, start, alive, stopped, status in conn.execute(
-                    sa.select(runs.c.exchanges, runs.c.started_at, runs.c.alive_at, runs.c.stopped_at, runs.c.status)):
-                end = now if status == "running" else stopped or alive
-                for name in names.split(","):
-                    running.setdefault(name, []).append((start, end))
+        for run in every_run:
+            alive = run.status == "running" and (run.key is None or lease_end(run) >= now)
+            end = now if alive else run.stopped_at or run.alive_at
+            for name in run.exchanges.split(","):
+                running.setdefault(name, []).append((run.started_at, end))
         duplicates: dict[str, Any] = {}
         if "run_counts" in tables:
             duplicates = dict(conn.execute(chosen(
@@ -224,7 +238,14 @@ def _audit(store: Store, since: datetime, until: datetime, exchanges: list[str] 
     for key, found in lines.items():
         live = _union(connected.get(key, []), since, until)
         found.connected = _seconds(live) / span
-        found.complete = _seconds(_union(live + recovered.get(key, []), since, until)) / span
+        # A closed gap recovered every trade of the time its stream was blind: the holes in the
+        # coverage it overlaps count as complete, whole (not only from the trade before to the
+        # one after).
+        closed = recovered.get(key, [])
+        healed = [h for h in _minus((since, until), live) if any(a <= h[1] and b >= h[0] for a, b in closed)]
+        found.complete = _seconds(_union(live + closed + healed, since, until)) / span
+        found.collectors = {name: _seconds(_union(spans, since, until)) / span
+                            for name, spans in sorted(per_collector.get(key, {}).items())}
         ran = _union(running.get(key[0], []), since, until)
         for a, b in _minus((since, until), live):
             # within a run: the stream was down; outside every run: bitty was not running
@@ -251,12 +272,14 @@ def _in_trade_clock(start: datetime, end: datetime,
 
 
 def table(report: Report) -> str:
-    head = ("exchange", "symbol", "trades", "gaps open", "closed", "unrecoverable", "connected", "complete")
+    head = ("exchange", "symbol", "trades", "gaps open", "closed", "unrecoverable", "connected", "complete", "collectors")
     rows = [head] + [(x.exchange, x.symbol, str(x.trades), str(x.gaps_open), str(x.gaps_closed),
-                      str(x.gaps_unrecoverable), f"{x.connected:.1%}", f"{x.complete:.1%}") for x in report.lines]
+                      str(x.gaps_unrecoverable), f"{x.connected:.1%}", f"{x.complete:.1%}",
+                      " ".join(f"{name} {share:.0%}" for name, share in x.collectors.items()) or "-")
+                     for x in report.lines]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     out = [f"window {report.since:%Y-%m-%d %H:%M:%S} .. {report.until:%Y-%m-%d %H:%M:%S} UTC"]
-    out += ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+    out += ["  ".join(c.ljust(w) if i < 2 or i == 8 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
             for r in rows]
     for name in sorted(set(report.duplicates) | set(report.quarantined)):
         out.append(f"{name}: {report.duplicates.get(name, 0)} duplicates ignored, "

@@ -39,8 +39,12 @@ class Gap:
 class Ledger:
     """Coverage and gaps in the trade database (its own tables, brought up to date on ``open``)."""
 
-    def __init__(self, engine: sa.engine.Engine) -> None:
+    def __init__(self, engine: sa.engine.Engine, run_key: str | None = None) -> None:
         self.engine = engine
+        # The run whose coverage this ledger records: a disconnect ends only that run's
+        # coverage, never a killed run's (its ends at its last lease renewal) or another
+        # collector's of the same stream.
+        self.run_key = run_key
 
     def open(self) -> None:
         migrate.upgrade(self.engine)  # a no-op after Store.open
@@ -49,7 +53,8 @@ class Ledger:
 
     def connected(self, exchange: str, symbols: list[str], at: datetime) -> None:
         with self.engine.begin() as conn:
-            conn.execute(coverage.insert(), [{"exchange": exchange, "symbol": s, "started_at": at} for s in symbols])
+            conn.execute(coverage.insert(), [{"exchange": exchange, "symbol": s, "started_at": at, "run_key": self.run_key}
+                                             for s in symbols])
 
     def disconnected(self, exchange: str, symbols: list[str], at: datetime, reason: str,
                      since: datetime | None = None) -> None:
@@ -59,6 +64,8 @@ class Ledger:
         where = [coverage.c.exchange == exchange, coverage.c.symbol.in_(symbols), coverage.c.ended_at.is_(None)]
         if since is not None:
             where.append(coverage.c.started_at <= since)
+        if self.run_key is not None:
+            where.append(coverage.c.run_key == self.run_key)
         with self.engine.begin() as conn:
             conn.execute(coverage.update().where(*where).values(ended_at=at, end_reason=reason))
 

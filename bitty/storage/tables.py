@@ -103,6 +103,12 @@ runs = sa.Table(
     sa.Column("alive_at", UTCDateTime(), nullable=False),
     sa.Column("stopped_at", UTCDateTime(), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),  # running | stopped | crashed
+    # identity and lease (many collectors): crashed only once the lease expired
+    sa.Column("key", sa.String(64), nullable=True),  # uuid, also in NATS events
+    sa.Column("name", sa.String(255), nullable=True),  # --name
+    sa.Column("shard", sa.String(16), nullable=True),  # i/n
+    sa.Column("lease_until", UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("key", name="runs_key"),
 )
 
 coverage = sa.Table(
@@ -113,6 +119,7 @@ coverage = sa.Table(
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("ended_at", UTCDateTime(), nullable=True),  # null while connected (or after a crash)
     sa.Column("end_reason", sa.Text, nullable=True),
+    sa.Column("run_key", sa.String(64), nullable=True),  # the collector run that was connected
     sa.Index("coverage_exchange_symbol_started", "exchange", "symbol", "started_at"),
 )
 
@@ -132,6 +139,8 @@ gaps = sa.Table(
     sa.Column("duplicates", sa.Integer, nullable=False, default=0),  # fetched trades already held
     sa.Column("opened_at", UTCDateTime(), nullable=False),
     sa.Column("closed_at", UTCDateTime(), nullable=True),
+    sa.Column("key", sa.String(96), nullable=True),  # run key/number: gaps arriving over NATS
+    sa.UniqueConstraint("key", name="gaps_key"),
     sa.Index("gaps_exchange_symbol_from", "exchange", "symbol", "from_time"),
 )
 
