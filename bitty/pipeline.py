@@ -245,6 +245,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     status = await _start_status(options)
     store: Store | None = None
     events: EventLedger | None = None
+    nats_sink: NatsSink | None = None
     try:
         sinks: list[Sink] = []
         if options.db is not None:

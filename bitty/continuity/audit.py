@@ -202,8 +202,9 @@ def _audit(store: Store, since: datetime, until: datetime, exchanges: list[str] 
                 if mapped[1] > since and mapped[0] < until:
                     line(exchange, symbol)
                     connected.setdefault((exchange, symbol), []).append(mapped)
-                    label = (run.name or f"{run.host}:{run.pid}") if run is not None else "unknown"
-                    per_collector.setdefault((exchange, symbol), {}).setdefault(label, []).append(mapped)
+                    if run is not None:  # coverage of runs from before collectors had identities: no name
+                        label = run.name or f"{run.host}:{run.pid}"
+                        per_collector.setdefault((exchange, symbol), {}).setdefault(label, []).append(mapped)
         running: dict[str, list[Interval]] = {}
         for run in every_run:
             alive = run.status == "running" and (run.key is None or lease_end(run) >= now)

@@ -64,6 +64,9 @@ def upgrade(engine: sa.Engine) -> None:
     from alembic import command
 
     cfg = config()
+    with engine.connect() as connection:
+        if current(connection) == head():
+            return  # the usual case: no lock taken, so a database busy with writes still opens
     with _UPGRADING, engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             # Held to the end of this transaction; a second collector waits here, then finds

@@ -104,7 +104,7 @@ def test_audit_counts_in_sql_and_draws_every_gap(tmp_path: Path, db_url: str, ca
 
     assert main(["audit", "--db", db_url, "--since", "2024-05-14T10:00:00Z", "--until", "2024-05-14T12:00:00Z"]) == 0
     row = next(x.split() for x in capsys.readouterr().out.splitlines() if x.startswith("acme"))
-    assert row == ["acme", "BTC-USD", str(count), "0", "1", "1", "87.4%", "87.5%"]
+    assert row == ["acme", "BTC-USD", str(count), "0", "1", "1", "87.4%", "87.5%", "-"]  # no collector named
 
 
 def test_audit_page_in_chromium(tmp_path: Path) -> None:

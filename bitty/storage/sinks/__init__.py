@@ -2,7 +2,7 @@
 
 A sink is ``open()``, ``write(batch, quarantined) -> the trades that were new``, ``close()``:
 
-- ``sql``  the database (SQLite, PostgreSQL), through ``Store``;
+- the database (SQLite, PostgreSQL): ``bitty.storage.store.Store`` is a sink as it is;
 - ``nats`` a NATS JetStream stream, read back into a database by ``bitty sink``.
 
 ``write`` is synchronous: the writer calls it from its worker thread, retries it with backoff
