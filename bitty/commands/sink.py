@@ -199,20 +199,29 @@ async def _quietly(coro: Any) -> None:
 async def _progress(js: Any, options: SinkOptions, store: Store, stats: SinkStats) -> None:
     while True:
         await asyncio.sleep(options.progress_interval)
+        caught_up = False
         try:
             info = await js.consumer_info(options.stream.name, options.name)
             stats.lag = int(info.num_pending) + int(info.num_ack_pending)
+            caught_up = stats.lag == 0
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
             logger.warning("sink %s: cannot read the consumer's lag: %s", options.name, exc)
-        try:  # collectors that publish only to NATS: crashed once their lease expired
-            def expire() -> list[runs.Uncovered]:
-                with store.engine.begin() as conn:
-                    return runs.expire(conn, datetime.now(UTC))
-            for gone in await asyncio.to_thread(expire):
-                logger.warning("%s", gone)
-        except sa.exc.SQLAlchemyError as exc:
-            logger.debug("cannot check run leases: %s", exc)
+        # Collectors that publish only to NATS: crashed once their lease expired. Judged only
+        # once the stream is drained: a run's renewals and its clean stop may still be queued.
+        if caught_up:
+            try:
+                expired = await asyncio.to_thread(_expire, store)
+            except sa.exc.SQLAlchemyError as exc:
+                logger.debug("cannot check run leases: %s", exc)
+            else:
+                for gone in expired:
+                    logger.warning("%s", gone)
         _report(options, stats)
+
+
+def _expire(store: Store) -> list[runs.Uncovered]:
+    with store.engine.begin() as conn:
+        return runs.expire(conn, datetime.now(UTC))
 
 
 def _report(options: SinkOptions, stats: SinkStats, final: bool = False) -> None:
