@@ -265,6 +265,10 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
                         max_pending=options.max_pending)
         writer.start()  # a spill folder another collector holds is refused before anything is recorded
     except BaseException:
+        if store is not None:
+            store.close()
+        if nats_sink is not None:
+            await nats_sink.aclose()
         if status is not None:
             await status.close()
         raise
