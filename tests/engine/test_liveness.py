@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
 
-from bitty.engine.liveness import Latest, LatestError, LatestFetcher
+from bitty.engine.liveness import Budget, Latest, LatestError, LatestFetcher, budget
 from bitty.spec.load import load_spec
 from tests.conftest import EXCHANGES
 
@@ -43,3 +44,19 @@ def test_the_url_uses_the_native_symbol_and_the_rest_origin() -> None:
     fetcher = LatestFetcher(BINANCE, "http://127.0.0.1:8080")
     assert fetcher.url("BTC-USDT") == "http://127.0.0.1:8080/api/v3/trades?symbol=BTCUSDT&limit=1"
     assert LatestFetcher(BINANCE).url("ETH-USDT") == "https://api.binance.com/api/v3/trades?symbol=ETHUSDT&limit=1"
+
+
+def test_the_budget_spaces_requests_across_connections() -> None:
+    """Requests share one slot sequence: at 2 a second the fifth waits 2 s, whoever asks."""
+    budget = Budget(2.0)
+    assert [budget.reserve(100.0) for _ in range(5)] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert budget.reserve(103.0) == 0.0  # idle since: no debt carried
+
+
+def test_one_budget_per_exchange_in_a_collector() -> None:
+    """Every connection of an exchange gets the same budget; another exchange its own."""
+    async def look() -> None:
+        assert budget("binance", 2.0) is budget("binance", 2.0)
+        assert budget("okx", 2.0) is not budget("binance", 2.0)
+
+    asyncio.run(look())
