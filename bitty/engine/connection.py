@@ -297,10 +297,11 @@ class Connection(Listeners):
             while True:
                 await asyncio.sleep(watchdog.tick)
                 reason = watchdog.verdict(time.monotonic())
-                if isinstance(reason, Check):
-                    task = asyncio.create_task(self._check_latest(ws, reason))
-                    checks.add(task)
-                    task.add_done_callback(checks.discard)
+                if isinstance(reason, Check):  # the watchdog bounds how many are out at once
+                    for symbol in reason.symbols:
+                        task = asyncio.create_task(self._check_latest(ws, symbol))
+                        checks.add(task)
+                        task.add_done_callback(checks.discard)
                 elif reason is not None:
                     self._restart_reason = reason
                     await ws.close()
@@ -309,26 +310,25 @@ class Connection(Listeners):
             for task in checks:
                 task.cancel()
 
-    async def _check_latest(self, ws: aiohttp.ClientWebSocketResponse, check: Check) -> None:
-        """Ask the exchange's REST for the latest trade of each silent symbol, one at a time
-        (each bounded by rest.latest.timeout), and hand the answers to the watchdog."""
+    async def _check_latest(self, ws: aiohttp.ClientWebSocketResponse, symbol: str) -> None:
+        """Ask the exchange's REST for the latest trade of one silent symbol (waiting its turn
+        in the exchange's budget, then bounded by rest.latest.timeout) and hand the answer to
+        the watchdog; close the socket on its verdict."""
         watchdog, fetch, session = self.watchdog, self.latest, self._session
         assert watchdog is not None and fetch is not None and session is not None
-        for symbol in check.symbols:
-            try:
-                latest = await fetch(session, symbol)
-            except Exception as exc:  # LatestError, or an injected fetcher's own failure
-                reason: str | None = watchdog.on_latest_failed(symbol, str(exc), time.monotonic())
-                logger.warning("%s : %s: cannot check the latest trade: %s", self.consumer_id, symbol, exc)
-            else:
-                reason = watchdog.on_latest(symbol, latest.trade_id, latest.time, time.monotonic())
-                if reason is None:
-                    logger.debug("%s : %s: quiet market (the exchange's latest trade is %s)",
-                                 self.consumer_id, symbol, latest.trade_id or latest.time)
-            if reason is not None:
-                self._restart_reason = reason
-                await ws.close()
-                return
+        try:
+            latest = await fetch(session, symbol)
+        except Exception as exc:  # LatestError, or an injected fetcher's own failure
+            reason = watchdog.on_latest_failed(symbol, str(exc), time.monotonic())
+            logger.warning("%s : %s: cannot check the latest trade: %s", self.consumer_id, symbol, exc)
+        else:
+            reason = watchdog.on_latest(symbol, latest.trade_id, latest.time, time.monotonic())
+            if reason is None:
+                logger.debug("%s : %s: quiet market (the exchange's latest trade is %s)",
+                             self.consumer_id, symbol, latest.trade_id or latest.time)
+        if reason is not None and self._restart_reason is None:
+            self._restart_reason = reason
+            await ws.close()
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         # No per-receive timeout (it costs a timer per frame): the watchdog compares its

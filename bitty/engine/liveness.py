@@ -1,13 +1,16 @@
 """Asking the exchange's REST for a symbol's latest trade (``rest.latest``): the I/O half of
 data liveness on exchanges without heartbeats.
 
-The watchdog decides (``Watchdog.verdict`` returns a ``Check`` instead of restarting a silent
-connection, ``Watchdog.on_latest`` judges the answer); this module only fetches and maps one
-answer, and ``Connection`` wires the two."""
+The watchdog decides (``Watchdog.verdict`` returns a ``Check`` of the symbols silent for
+``idle_timeout``, ``Watchdog.on_latest`` judges the answer); this module only fetches and maps
+one answer, each GET waiting its turn in the exchange's ``Budget`` (``rest.latest.per_second``,
+shared by every connection of the exchange), and ``Connection`` wires the two."""
 
 from __future__ import annotations
 
 import asyncio
+import time as clock
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +37,41 @@ class Latest:
     time: datetime | None
 
 
+class Budget:
+    """Requests a second to one exchange, shared by all its connections: each request takes the
+    next free slot (``1 / per_second`` after the previous one) and waits for it. Pure arithmetic
+    on a monotonic clock, so it holds across connections without a lock."""
+
+    def __init__(self, per_second: float) -> None:
+        self.per_second = per_second
+        self.interval = 1.0 / per_second
+        self.next_free = float("-inf")
+
+    def reserve(self, now: float) -> float:
+        """Take the next slot: the seconds to wait from ``now`` until it."""
+        slot = max(now, self.next_free)
+        self.next_free = slot + self.interval
+        return slot - now
+
+    async def turn(self) -> None:
+        delay = self.reserve(clock.monotonic())
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+# one budget per exchange (spec name) per event loop: every connection of a collector shares it
+_budgets: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Budget]] = weakref.WeakKeyDictionary()
+
+
+def budget(exchange: str, per_second: float) -> Budget:
+    """The request budget of ``exchange`` in the running event loop."""
+    per_loop = _budgets.setdefault(asyncio.get_running_loop(), {})
+    found = per_loop.get(exchange)
+    if found is None or found.per_second != per_second:
+        found = per_loop[exchange] = Budget(per_second)
+    return found
+
+
 # What a connection calls: (session, normalized symbol) -> the latest trade, or LatestError.
 Fetch = Callable[[aiohttp.ClientSession, str], Awaitable[Latest]]
 
@@ -58,6 +96,7 @@ class LatestFetcher:
 
     async def __call__(self, session: aiohttp.ClientSession, symbol: str) -> Latest:
         url = self.url(symbol)
+        await budget(self.spec.name, self.rest.per_second).turn()  # not part of rest.latest.timeout
         try:
             async with asyncio.timeout(self.rest.timeout):
                 async with session.get(url) as response:

@@ -9,12 +9,17 @@ the socket with the reason. A stream is restarted when
   heartbeat intervals), or after ``heartbeat_timeout`` of such reports in any case, or
 - no trade arrived within ``trade_timeout`` and the latest heartbeat does not vouch for the quiet
   (its last trade id is not the last one we received), or
-- no data frame arrived within ``idle_timeout`` (protocol pings and pongs are not data) and,
-  where the spec declares ``rest.latest`` (exchanges without heartbeats), the exchange's REST
-  does not vouch for the quiet: the verdict is then a ``Check`` of the silent symbols, the
-  connection fetches their latest trades and ``on_latest`` judges each answer (a newer trade
-  there than here is a dead subscription; the same is a quiet market, vouched for another
-  ``idle_timeout``; no answer falls back to the idle restart), or
+- no data frame arrived within ``idle_timeout`` (protocol pings and pongs are not data) and
+  the spec declares no ``rest.latest``, or
+- where the spec declares ``rest.latest`` (exchanges without heartbeats), a symbol that has had
+  no trade for ``idle_timeout`` on its own clock (a trade or REST's word restarts it), even while
+  other symbols trade, is not vouched for by the exchange's REST: the verdict is then a ``Check``
+  of such symbols (at most ``max_checks`` out at once, the longest silent first, each at most
+  once per ``idle_timeout``), the connection fetches their latest trades and ``on_latest``
+  judges each answer (a newer trade there than here is a dead subscription; the same is a quiet
+  market, vouched for another ``idle_timeout``). A failed check restarts a connection silent
+  for ``idle_timeout`` (the idle restart of old); on a busy one it is logged and retried after
+  ``idle_timeout``, or
 - the connection nears the exchange's forced disconnect (``connection.max_age``, less
   ``max_age_margin``) and nobody hands it over.
 A market that simply does not trade is never restarted while its heartbeats say so.
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 CONNECTION = ""  # the key of connection-wide heartbeats
+MAX_CHECKS = 4  # rest.latest checks out at once per connection (the exchange's budget is in liveness)
 
 
 def max_age_margin(max_age: float) -> float:
@@ -47,6 +53,8 @@ class SymbolState:
     last_trade_time: datetime | None = None  # the exchange's time of last_trade_id
     vouched_at: float | None = None  # the exchange's REST said the symbol is quiet (rest.latest)
     checking_since: float | None = None  # a REST check of the latest trade is out
+    asked_at: float | None = None  # when the last REST check went out (one per idle_timeout)
+    latest_problem: str | None = None  # the last REST check failed, and nothing vouched since
     rest_baseline: tuple[str | None, datetime | None] | None = None  # REST's latest before any trade here
 
 
@@ -85,6 +93,7 @@ class Liveness:
         state.last_trade_id = trade_id
         state.last_trade_time = time
         state.unseen_beats = 0  # trades are flowing: the subscription is alive
+        state.latest_problem = None
         if state.heartbeat_trade_id == trade_id:
             state.unseen_since = None
         if self.trades_count:
@@ -163,7 +172,7 @@ class Watchdog:
     def __init__(self, symbols: list[str], now: float, *, heartbeat_timeout: float | None,
                  trade_timeout: float | None, per_symbol_heartbeat: bool = False, trades_count: bool = False,
                  idle_timeout: float, max_age: float | None = None, latest_checks: bool = False,
-                 sequential_ids: bool = False) -> None:
+                 sequential_ids: bool = False, max_checks: int = MAX_CHECKS) -> None:
         self.liveness = Liveness(symbols, now, heartbeat_timeout, trade_timeout, per_symbol_heartbeat, trades_count)
         self.on_trade = self.liveness.on_trade
         self.on_heartbeat = self.liveness.on_heartbeat
@@ -171,8 +180,9 @@ class Watchdog:
         self.max_age = max_age
         self.opened = now
         self.last_data_at = now
-        # rest.latest: a silent connection is checked against the exchange's REST before a restart
+        # rest.latest: each silent symbol is checked against the exchange's REST (before a restart)
         self.latest_checks = latest_checks
+        self.max_checks = max_checks
         self.sequential_ids = sequential_ids  # trade ids are integers growing per trade
         self.subscribed_at: datetime | None = None  # wall clock when the subscriptions completed
         timeouts = [t for t in (heartbeat_timeout, trade_timeout) if t]
@@ -190,27 +200,57 @@ class Watchdog:
         reason = self.liveness.check(now)
         max_age = self.max_age
         aged = max_age is not None and max_age > 0 and now - self.opened > max_age - max_age_margin(max_age)
-        if reason is None and now - self.last_data_at > self.idle_timeout:
+        idle = now - self.last_data_at > self.idle_timeout
+        checks = self.latest_checks and not aged  # an aged connection is replaced anyway
+        if reason is None and idle and not checks:
             reason = f"no frame for {self.idle_timeout:g}s"
-            if self.latest_checks and not aged:
-                # Ask first: on_latest or on_latest_failed gives the verdict (None: every silent
-                # symbol is vouched for or being asked about).
-                return self._check(now, reason)
         if reason is None and aged:
             reason = f"connection is {now - self.opened:.0f}s old; the exchange closes it at {max_age:g}s"
-        return reason
+        if reason is not None or not checks:
+            return reason
+        if idle:  # the whole connection is silent: a symbol nobody could vouch for restarts it
+            for symbol, state in self.liveness.symbols.items():
+                problem = state.latest_problem
+                if problem is not None and state.checking_since is None and now - self._heard(state) > self.idle_timeout:
+                    return self._unknown(symbol, problem)
+        return self._check(now, idle)
 
     # --- rest.latest: data liveness without heartbeats -------------------------------------
 
-    def _check(self, now: float, reason: str) -> Check | None:
-        """The symbols silent for idle_timeout that nobody vouched for, not yet asked about."""
-        due = []
-        for symbol, state in self.liveness.symbols.items():
-            heard = max(state.last_trade_at or state.started, state.vouched_at or state.started)
-            if now - heard > self.idle_timeout and state.checking_since is None:
-                state.checking_since = now
-                due.append(symbol)
-        return Check(tuple(due), reason) if due else None
+    def _heard(self, state: SymbolState) -> float:
+        """When the symbol was last known alive: its last trade, or REST's word that it is quiet."""
+        return max(state.last_trade_at or state.started, state.vouched_at or state.started)
+
+    def _check(self, now: float, idle: bool) -> Check | None:
+        """The symbols silent for idle_timeout on their own clock that nobody vouched for, not
+        asked about within idle_timeout: the longest silent first, up to ``max_checks`` out."""
+        states = self.liveness.symbols
+        room = self.max_checks - sum(1 for state in states.values() if state.checking_since is not None)
+        if room <= 0:
+            return None
+        due: list[tuple[float, str]] = []
+        for symbol, state in states.items():
+            heard = self._heard(state)
+            if state.checking_since is not None or now - heard <= self.idle_timeout:
+                continue
+            if state.asked_at is not None and now - state.asked_at <= self.idle_timeout:
+                continue  # at most one check per symbol per idle_timeout, answered or not
+            if self._heartbeat_vouches(state, now):
+                continue
+            due.append((heard, symbol))
+        if not due:
+            return None
+        due.sort(key=lambda item: item[0])
+        chosen = tuple(symbol for _, symbol in due[:room])
+        for symbol in chosen:
+            states[symbol].checking_since = states[symbol].asked_at = now
+        quiet = "no frame" if idle else "no trade"
+        return Check(chosen, f"{quiet} for {self.idle_timeout:g}s")
+
+    def _heartbeat_vouches(self, state: SymbolState, now: float) -> bool:
+        """A recent heartbeat reporting our last trade already says the market is quiet."""
+        beat = state.last_heartbeat_at
+        return beat is not None and now - beat <= self.idle_timeout and self.liveness._vouched(state)
 
     def on_latest(self, symbol: str, trade_id: str | None, time: datetime | None, now: float) -> str | None:
         """The exchange's latest trade of ``symbol``: a reason to restart (a dead subscription),
@@ -219,6 +259,7 @@ class Watchdog:
         if state is None:
             return None
         state.checking_since = None
+        state.latest_problem = None
         if trade_id is None and time is None:  # the exchange has no trade of it at all
             state.vouched_at = now
             return None
@@ -239,11 +280,19 @@ class Watchdog:
         state.vouched_at = now
         return None
 
-    def on_latest_failed(self, symbol: str, problem: str, now: float) -> str:
-        """The check could not be made: today's behaviour, the idle restart (with the cause)."""
+    def on_latest_failed(self, symbol: str, problem: str, now: float) -> str | None:
+        """The check could not be made: on a connection silent for idle_timeout, the idle
+        restart of old (with the cause); on a busy one nothing yet (asked again after
+        idle_timeout, and a restart should the whole connection fall silent meanwhile)."""
         state = self.liveness.symbols.get(symbol)
         if state is not None:
             state.checking_since = None
+            state.latest_problem = problem
+        if now - self.last_data_at > self.idle_timeout:
+            return self._unknown(symbol, problem)
+        return None
+
+    def _unknown(self, symbol: str, problem: str) -> str:
         return f"no frame for {self.idle_timeout:g}s and the exchange's latest trade of {symbol} is unknown ({problem})"
 
 

@@ -246,7 +246,7 @@ class _Builder:
         if url is None or records is None or (trade_id is None and time is None):
             return None
         return RestLatest(url, records, trade_id, time, error=self.expr(p + ["error"], raw.get("error")),
-                          timeout=float(raw["timeout"]))
+                          timeout=float(raw["timeout"]), per_second=float(raw["per_second"]))
 
     def heartbeat(self, raw: dict[str, Any] | None, sub_vars: set[str]) -> Heartbeat | None:
         if raw is None:

@@ -115,6 +115,7 @@ class RestLatest:
     time: Expr | None
     error: Expr | None
     timeout: float
+    per_second: float  # requests a second shared by every connection of the exchange
 
 
 REST_TRADES_VARS = {"symbol", "after_id", "from_id", "to_id", "from_s", "from_ms", "from_ns", "to_s", "to_ms", "cursor"}

@@ -188,3 +188,93 @@ def test_max_age_still_applies_while_symbols_are_vouched() -> None:
     assert dog.verdict(95.0) == "no frame for 10s"  # a restart, not another check
     dog.last_data_at = 94.0
     assert str(dog.verdict(95.0)).startswith("connection is 95s old")
+
+
+# --- rest.latest per symbol: one dead symbol among busy ones -------------------------------
+
+def test_a_quiet_symbol_is_checked_while_others_trade() -> None:
+    """ETH trades all along (the connection is never silent), BTC has had no trade for
+    idle_timeout on its own clock: BTC alone is checked, and a newer trade there restarts."""
+    dog = quiet_watchdog()
+    dog.restart_clock(0.0, T0)
+    dog.on_trade("BTC-USDT", "100", 1.0, T0 + timedelta(seconds=1))
+    for second in range(1, 12):
+        dog.on_trade("ETH-USDT", str(second), float(second), T0 + timedelta(seconds=second))
+        dog.last_data_at = float(second)
+        assert dog.verdict(float(second)) is None
+    check = dog.verdict(11.5)
+    assert isinstance(check, Check) and check.symbols == ("BTC-USDT",)
+    assert check.reason == "no trade for 10s"
+    assert dog.on_latest("BTC-USDT", "104", T0 + timedelta(seconds=9), 12.0) == (
+        "BTC-USDT: the exchange's latest trade 104 is newer than ours 100 (dead subscription)")
+
+
+def test_each_symbol_is_checked_at_most_once_per_idle_timeout_on_its_own_clock() -> None:
+    """A vouched or failed check waits another idle_timeout; a trade restarts the symbol's clock."""
+    dog = quiet_watchdog()
+    dog.restart_clock(0.0, T0)
+    dog.on_trade("BTC-USDT", "100", 1.0, T0)
+    dog.on_trade("ETH-USDT", "7", 5.0, T0)
+    dog.last_data_at = 5.0
+    first = dog.verdict(11.5)
+    assert isinstance(first, Check) and first.symbols == ("BTC-USDT",)  # ETH heard at 5.0
+    assert dog.on_latest("BTC-USDT", "100", T0, 12.0) is None  # a quiet market, vouched
+    dog.last_data_at = 15.0  # something else is busy on the connection
+    second = dog.verdict(15.5)
+    assert isinstance(second, Check) and second.symbols == ("ETH-USDT",)
+    assert dog.on_latest_failed("ETH-USDT", "HTTP 429", 16.0) is None  # busy connection: no restart
+    for now in (17.0, 21.9):
+        dog.last_data_at = now
+        assert dog.verdict(now) is None  # BTC vouched until 22.0, ETH asked at 15.5
+    dog.on_trade("BTC-USDT", "101", 21.95, T0)
+    dog.last_data_at = 25.4
+    assert dog.verdict(25.4) is None  # BTC traded at 21.95; ETH waits until 25.5
+    dog.last_data_at = 25.6
+    again = dog.verdict(25.6)
+    assert isinstance(again, Check) and again.symbols == ("ETH-USDT",)
+
+
+def test_checks_out_at_once_are_bounded_longest_silent_first() -> None:
+    """Of 10 quiet symbols at most max_checks are asked at once, the longest silent first; the
+    next go out as answers come back."""
+    symbols = [f"S{n}-USDT" for n in range(10)]
+    dog = Watchdog(symbols, 0.0, heartbeat_timeout=None, trade_timeout=None, idle_timeout=10.0,
+                   latest_checks=True, max_checks=3)
+    for n, symbol in enumerate(symbols):
+        dog.on_trade(symbol, "1", 10.0 - n, T0)  # S9 has been silent longest
+    dog.last_data_at = 10.0
+    check = dog.verdict(21.0)
+    assert isinstance(check, Check) and check.symbols == ("S9-USDT", "S8-USDT", "S7-USDT")
+    assert dog.verdict(21.1) is None  # three out: no room
+    dog.on_latest("S8-USDT", "1", T0, 21.2)
+    more = dog.verdict(21.3)
+    assert isinstance(more, Check) and more.symbols == ("S6-USDT",)
+
+
+def test_a_failed_check_restarts_only_when_the_connection_falls_silent() -> None:
+    """On a busy connection a failed check is logged and waits; once the whole connection has
+    been silent for idle_timeout, the symbol nobody could vouch for restarts it."""
+    dog = quiet_watchdog()
+    dog.restart_clock(0.0, T0)
+    dog.last_data_at = 10.5
+    check = dog.verdict(10.6)
+    assert isinstance(check, Check)
+    assert dog.on_latest_failed("BTC-USDT", "timeout", 11.0) is None
+    assert dog.on_latest("ETH-USDT", "7", T0 - timedelta(hours=1), 11.0) is None
+    assert dog.verdict(20.0) is None
+    assert dog.verdict(21.0) == ("no frame for 10s and the exchange's latest trade of BTC-USDT is unknown "
+                                 "(timeout)")
+
+
+def test_a_heartbeat_vouching_for_the_quiet_saves_the_rest_check() -> None:
+    """Where heartbeats carry the last trade id, a recent one naming ours already vouches: no REST call."""
+    dog = quiet_watchdog(heartbeat_timeout=30.0, per_symbol_heartbeat=True)
+    dog.restart_clock(0.0, T0)
+    dog.on_trade("BTC-USDT", "100", 1.0, T0)
+    dog.on_trade("ETH-USDT", "7", 1.0, T0)
+    for now in (5.0, 10.0, 15.0):
+        dog.on_heartbeat("BTC-USDT", "100", now)
+        dog.on_heartbeat("ETH-USDT", None, now)  # no trade id: it cannot vouch, REST is asked
+        dog.last_data_at = now
+    check = dog.verdict(15.5)
+    assert isinstance(check, Check) and check.symbols == ("ETH-USDT",)

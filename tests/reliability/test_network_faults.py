@@ -357,7 +357,10 @@ def binance_spec(folder: Path, idle_timeout: float) -> Path:
     """The bundled Binance spec with a short idle_timeout (its rest.latest and rest.trades as they are)."""
     assert "idle_timeout: 60" in BINANCE_TEXT and "  latest:" in BINANCE_TEXT
     path = folder / "binance.yaml"
-    path.write_text(BINANCE_TEXT.replace("idle_timeout: 60", f"idle_timeout: {idle_timeout}"))
+    latest = "            fields:\n              trade_id: str(record.id)\n              time: epoch_ms(record.time)\n"
+    assert BINANCE_TEXT.count(latest) == 1
+    text = BINANCE_TEXT.replace(latest, latest + "            per_second: 50\n")  # no budget wait here
+    path.write_text(text.replace("idle_timeout: 60", f"idle_timeout: {idle_timeout}"))
     return path
 
 
@@ -416,13 +419,13 @@ class QuietBinance:
 
 
 async def _collect_binance(exchange: QuietBinance, folder: Path, idle_timeout: float, seconds: float,
-                           rest: bool = True) -> tuple[Any, int, str]:
-    """Collect BTC-USDT from ``exchange`` for ``seconds``: the result, websocket connections, database."""
+                           rest: bool = True, symbols: tuple[str, ...] = ("BTC-USDT",)) -> tuple[Any, int, str]:
+    """Collect ``symbols`` from ``exchange`` for ``seconds``: the result, websocket connections, database."""
     spec = binance_spec(folder, idle_timeout)
     db = f"sqlite:///{folder}/binance.db"
     async with serve(exchange.handle) as server:
         origin = server.url.replace("ws://", "http://")
-        options = CollectOptions(exchanges=[str(spec)], symbols=["BTC-USDT"], db=db, url=server.url + "/stream",
+        options = CollectOptions(exchanges=[str(spec)], symbols=list(symbols), db=db, url=server.url + "/stream",
                                  rest_urls={"binance": origin} if rest else {}, duration=seconds,
                                  symbol_list_urls={"binance": origin + "/api/v3/exchangeInfo"},
                                  backoff_initial=0.01, progress_interval=60, spill_dir=str(folder / "spill"))
@@ -472,3 +475,66 @@ def test_redirected_websocket_without_a_rest_url_does_not_check(tmp_path: Path) 
     result, connections, _db = asyncio.run(_collect_binance(exchange, tmp_path, idle_timeout=0.3, seconds=1.0,
                                                             rest=False))
     assert exchange.latest_calls == 0 and connections >= 2 and result.reconnects >= 1
+
+
+class BusyBinance(QuietBinance):
+    """A local Binance with two symbols on one connection: ETH-USDT trades every 50 ms on every
+    connection, BTC-USDT as scripted (then its subscription goes silently dead while the
+    exchange's latest BTC trade moves on): the connection itself is never silent."""
+
+    def __init__(self, scripts: list[tuple[list[int], int]]) -> None:
+        super().__init__(scripts)
+        self.eth = 0  # the exchange's last ETH trade, every one of them sent on the stream
+        self.eth_latest_calls = 0
+
+    @staticmethod
+    def event(symbol: str, record: dict[str, Any]) -> dict[str, Any]:
+        return {"stream": f"{symbol.lower()}@trade", "data": {
+            "e": "trade", "E": record["time"] + 1, "s": symbol, "t": record["id"], "p": record["price"],
+            "q": record["qty"], "T": record["time"], "m": record["isBuyerMaker"], "M": True}}
+
+    async def handle(self, request: web.Request, _n: int) -> web.StreamResponse:
+        symbol = request.query.get("symbol")
+        if symbol == "ETHUSDT" and request.path == "/api/v3/trades":
+            self.eth_latest_calls += 1
+            return web.json_response([self.record(self.eth)] if self.eth else [])
+        if symbol == "ETHUSDT" and request.path == "/api/v3/historicalTrades":
+            return web.json_response([self.record(n) for n in range(int(request.query["fromId"]), self.eth + 1)])
+        if request.path == "/api/v3/exchangeInfo":
+            return web.json_response({"symbols": [
+                {"symbol": native, "baseAsset": native[:3], "quoteAsset": "USDT", "status": "TRADING"}
+                for native in ("BTCUSDT", "ETHUSDT")]})
+        if request.path != "/stream":
+            return await super().handle(request, _n)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.connections += 1
+        sent, published = self.scripts.pop(0) if self.scripts else ([], self.published)
+        for n in sent:
+            await ws.send_json(self.event("BTCUSDT", self.record(n)))
+        self.published = published
+
+        async def busy() -> None:  # ETH trades on; BTC's subscription says nothing more
+            while True:
+                self.eth += 1
+                await ws.send_json(self.event("ETHUSDT", self.record(self.eth)))
+                await ws.ping()
+                await asyncio.sleep(0.05)
+
+        return await feed_while_draining(ws, busy)
+
+
+def test_one_dead_symbol_among_busy_ones_is_restarted_and_its_gap_backfilled(tmp_path: Path, caplog: Any) -> None:
+    """ETH-USDT trades all along on the connection while BTC-USDT's subscription is silently
+    dead (REST's latest BTC trade 6 > our 3): BTC's own clock runs out, it alone is checked,
+    the connection is restarted and BTC's missed trades are backfilled; ETH is never asked about."""
+    exchange = BusyBinance([([1, 2, 3], 6), ([7, 8], 8)])
+    with caplog.at_level(logging.INFO, logger="bitty.engine"):
+        result, connections, db = asyncio.run(_collect_binance(
+            exchange, tmp_path, idle_timeout=0.3, seconds=2.5, symbols=("BTC-USDT", "ETH-USDT")))
+    assert "BTC-USDT: the exchange's latest trade 6 is newer than ours 3 (dead subscription)" in caplog.text
+    assert connections == 2 and result.reconnects == 1
+    stored = Store(db).read_trades("binance")
+    assert sorted(int(t.trade_id) for t in stored if t.symbol == "BTC-USDT") == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert exchange.history_calls >= 1  # BTC's gap came from REST
+    assert exchange.eth_latest_calls == 0 and exchange.latest_calls >= 2  # BTC: the dead one, then quiet

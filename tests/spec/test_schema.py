@@ -81,6 +81,7 @@ CARRIED: dict[str, Callable[[Spec], Any]] = {
     "$.rest.trades.rate.per_second": lambda s: s.rest_trades.per_second,  # type: ignore[union-attr]
     "$.rest.trades.rate.retries": lambda s: s.rest_trades.retries,  # type: ignore[union-attr]
     "$.rest.latest.timeout": lambda s: s.rest_latest.timeout,  # type: ignore[union-attr]
+    "$.rest.latest.per_second": lambda s: s.rest_latest.per_second,  # type: ignore[union-attr]
 }
 # defaults that are empty blocks, there so the defaults inside them are filled
 BLOCKS = {"$.connection", "$.rest.trades.paginate", "$.rest.trades.rate"}
