@@ -282,7 +282,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from bitty.commands.record import record
 
     return asyncio.run(record(args.exchange, Path(args.out), args.symbols, args.url, args.duration,
-                              args.exchanges_dir))
+                              args.exchanges_dir, args.rest_url))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="session file to write")
     p.add_argument("--symbols", help="comma-separated symbols")
     p.add_argument("--url", help="websocket URL replacing the spec's")
+    p.add_argument("--rest-url", help="origin replacing the spec's HTTP endpoints (bootstrap, listing)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds to record (default 60)")
     p.add_argument("--exchanges-dir", action="append", default=[], help=dirs_help)
     p.set_defaults(func=cmd_record)

@@ -401,7 +401,7 @@ def _record_instruments(store: Store, connections: list[tuple[Spec, list[str]]],
     for spec in {id(s): s for s, _ in connections}.values():
         listing = listings.get(spec.name)
         if listing is None:
-            listing = [unlisted(spec.symbols.to_native(symbol), symbol)
+            listing = [unlisted(spec.symbols.to_native(symbol), symbol, spec.symbols)
                        for c, symbols in connections if c is spec for symbol in symbols]
         try:
             save_instruments(store.engine, spec.name, listing)

@@ -55,3 +55,48 @@ def test_batched_subscriptions_stay_within_the_exchange_limit(name: str) -> None
     sizes = [len(m["args"]) for m in messages]
     assert spec.subscribe.batch_size is not None and max(sizes) == spec.subscribe.batch_size
     assert sum(sizes) == 45 and len({a for m in messages for a in m["args"]}) == 45
+
+
+# Derivative instruments each bundled session carries, with what its recorded listing says of them:
+# (native, normalized name, kind, contract size, unit of the published size, inverse).
+DERIVATIVES = {
+    "bitmex": [("XBTUSD", "BTC-USD-PERP", "perpetual", None, "base", True),
+               ("ETHUSD", "ETH-USD-PERP", "perpetual", None, "base", False),  # quanto: settled in XBT
+               ("XBTZ24", "BTC-USD-20241227", "future", None, "base", True)],
+    "deribit": [("BTC-PERPETUAL", "BTC-USD-PERP", "perpetual", "10", "quote", True),
+                ("BTC-26DEC25", "BTC-USD-20251226", "future", "10", "quote", True),
+                ("BTC-19DEC25-95000-C", "BTC-USD-20251219-95000-C", "option", "1", "base", False)],
+    "bitfinex": [("tBTCF0:USTF0", "BTC-USDT-PERP", "perpetual", None, "base", False)],
+    "okx": [("BTC-USDT-SWAP", "BTC-USDT-PERP", "perpetual", "0.01", "contracts", False),
+            ("BTC-USD-SWAP", "BTC-USD-PERP", "perpetual", "100", "contracts", True),
+            ("BTC-USD-270326", "BTC-USD-20270326", "future", "100", "contracts", True),
+            ("BTC-USD-270326-100000-C", "BTC-USD-20270326-100000-C", "option", "0.01", "contracts", False)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(DERIVATIVES))
+def test_bundled_sessions_carry_derivative_trades_named_from_their_listing(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The bundled session of a derivatives exchange stores trades of each instrument kind under
+    the names its recorded listing gives, with contract size, size unit and inverse flag."""
+    from decimal import Decimal
+
+    from bitty.commands.test import replay
+    from bitty.markets.instruments import read_instruments
+    from bitty.storage.store import Store
+
+    spec = load_spec(EXCHANGES / f"{name}.yaml")
+    db = f"sqlite:///{tmp_path}/t.db"
+    rows, server, reasons, _ = asyncio.run(replay(spec, EXCHANGES / "fixtures" / name / "session.jsonl", db))
+    assert not reasons and not server.mismatches
+    assert server.http_requests  # the listing came from the session, not the internet
+    stored = {r["symbol"] for r in rows}
+    store = Store(db)
+    try:
+        listed = {i.native: i for i in read_instruments(store.engine, name)}
+    finally:
+        store.close()
+    for native, symbol, kind, contract, unit, inverse in DERIVATIVES[name]:
+        assert symbol in stored, f"{name}: no trade of {symbol}"
+        got = listed[native]
+        assert (got.normalized, got.kind, got.size_unit, got.inverse) == (symbol, kind, unit, inverse)
+        assert got.contract_size == (Decimal(contract) if contract else None)

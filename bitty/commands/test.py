@@ -6,6 +6,11 @@ optionally ``errors.jsonl`` (exchange error frames the spec must recognize),
 ``reconnects.jsonl`` (disconnect announcements the spec must recognize) and ``bootstrap.json``
 (the response served to the spec's bootstrap request).
 
+A session may open with ``{"meta": {"symbols": ["XBTUSD", "XBTZ24"]}}``: the symbols collected
+instead of the spec's defaults (derivatives a default list does not name). Its ``{"http": ...}``
+answers (a listing) are served with every HTTP endpoint of the spec pointed at the replay
+(``--rest-url``), so instruments are named from the recorded listing.
+
 A run prints one line per spec; the reasons of quarantined frames are part of its problems, and
 bitty's own log lines are held back (``LOG_LEVEL=debug`` shows them). ``--update`` writes the
 golden rows only from a run without problems.
@@ -110,7 +115,9 @@ async def replay(spec: Spec, session: Path, db_url: str | None = None
     bootstrap_urls = {}
     if bootstrap.exists():
         server.http["/bootstrap"] = bootstrap.read_bytes()
+    symbols = session_symbols(session)
     url = await server.start()
+    rest_urls = {spec.name: url.replace("ws://", "http://")} if server.http and not bootstrap.exists() else {}
     if bootstrap.exists():
         bootstrap_urls[spec.name] = url.replace("ws://", "http://") + "/bootstrap"
     with tempfile.TemporaryDirectory(prefix="bitty-test-") as tmp:
@@ -119,7 +126,7 @@ async def replay(spec: Spec, session: Path, db_url: str | None = None
             with _quiet() as held:
                 await collect(CollectOptions(
                     exchanges=[str(spec.path)], urls={spec.name: url}, bootstrap_urls=bootstrap_urls,
-                    db=db, reconnect=False,
+                    rest_urls=rest_urls, symbols=symbols, db=db, reconnect=False,
                     progress_interval=3600,
                 ))
         finally:
@@ -134,6 +141,17 @@ async def replay(spec: Spec, session: Path, db_url: str | None = None
             store.close()
     rows = [{k: v for k, v in t.as_json(received_at=False).items() if k in GOLDEN_COLUMNS} for t in trades]
     return rows, server, [f"{reason} (frame: {_clip(frame)})" for reason, frame in quarantined], held.lines
+
+
+def session_symbols(session: Path) -> list[str] | None:
+    """The symbols a session's ``{"meta": {"symbols": [...]}}`` line names, if any."""
+    for line in session.read_text(encoding="utf-8").splitlines():
+        if line.startswith('{"meta"'):
+            meta = orjson.loads(line)["meta"]
+            symbols = meta.get("symbols") if isinstance(meta, dict) else None
+            if symbols is not None:
+                return [str(s) for s in symbols]
+    return None
 
 
 def _clip(text: str, limit: int = 160) -> str:

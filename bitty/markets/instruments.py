@@ -26,7 +26,7 @@ from bitty.errors import BittyError
 from bitty.lang.expr import Expr, evaluate_safely
 from bitty.lang.functions import iso_time, to_decimal, to_text
 from bitty.spec.load import Spec
-from bitty.spec.symbols import KINDS, RIGHTS, guess, instrument_name, parse_date, parse_name
+from bitty.spec.symbols import KINDS, RIGHTS, SymbolRules, guess, instrument_name, parse_date, parse_name
 from bitty.storage import tables
 
 logger = logging.getLogger("bitty.markets")
@@ -70,13 +70,16 @@ def base_size(size: Decimal, price: Decimal, instrument: Instrument) -> Decimal 
     return size * instrument.contract_size
 
 
-def unlisted(native: str, name: str) -> Instrument:
-    """An instrument no listing described, from the parts of its (rule-given) name."""
+def unlisted(native: str, name: str, rules: SymbolRules | None = None) -> Instrument:
+    """An instrument no listing described, from the parts of its (rule-given) name; the unit of its
+    sizes from the spec's ``symbols.size_units`` (base when it names none)."""
     parsed = parse_name(name)
     if parsed is None:
-        return Instrument(native, name, source="guess")
+        return Instrument(native, name, size_unit=rules.size_unit("spot", None) if rules else "base", source="guess")
+    unit = rules.size_unit(parsed.kind, parsed.quote) if rules else "base"
     return Instrument(native, name, parsed.kind, parsed.base, parsed.quote, parsed.quote, parsed.expiry,
-                      to_decimal(parsed.strike) if parsed.strike else None, parsed.right, source="guess")
+                      to_decimal(parsed.strike) if parsed.strike else None, parsed.right, size_unit=unit,
+                      source="guess")
 
 
 def save_instruments(engine: sa.Engine, exchange: str, listed: list[Instrument]) -> None:

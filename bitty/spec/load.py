@@ -199,6 +199,7 @@ class _Builder:
             quotes=tuple(raw["quotes"]),
             suffix=raw.get("suffix"),
             explicit=dict(raw["map"]),
+            size_units=dict(raw["size_units"]),
         )
 
     def symbol_list(self, raw: dict[str, Any] | None) -> SymbolList | None:

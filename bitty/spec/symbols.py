@@ -108,8 +108,10 @@ class SymbolRules:
 
     def __init__(self, native_format: str, case: str = "upper", aliases: Mapping[str, str] | None = None,
                  quotes: tuple[str, ...] = (), suffix: str | None = None,
-                 explicit: Mapping[str, str] | None = None) -> None:
+                 explicit: Mapping[str, str] | None = None, size_units: Mapping[str, str] | None = None) -> None:
         self.native_format = native_format
+        # The unit of sizes of instruments no listing described: "kind" or "kind/QUOTE" -> unit.
+        self.size_units = dict(size_units or {})
         self.case = case
         self.aliases = dict(aliases or {})
         self.quotes = quotes
@@ -121,6 +123,10 @@ class SymbolRules:
         for native, normalized in self.aliases.items():
             self._reverse_alias.setdefault(normalized, native)
         self._reverse_explicit = {v: k for k, v in self.explicit.items()}
+
+    def size_unit(self, kind: str, quote: str | None) -> str:
+        """The unit (base, contracts, quote) of trade sizes of an unlisted instrument."""
+        return self.size_units.get(f"{kind}/{quote}") or self.size_units.get(kind) or "base"
 
     def learn(self, native: str, normalized: str) -> None:
         """Remember a pair the exchange listed (its symbol list beats the rules)."""

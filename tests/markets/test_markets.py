@@ -455,3 +455,36 @@ def test_command_line_symbols_urls_and_params_per_exchange() -> None:
                                                                      "bybit": {"category": "linear"}}
     with pytest.raises(Exception, match="expected NAME=VALUE"):
         _params(["stream"])
+
+
+def test_unlisted_instruments_take_their_size_unit_from_the_spec(tmp_path: Path) -> None:
+    """Without a listing, the spec's symbols.size_units gives the unit of each rule-named
+    instrument (OKX swaps, futures, options: contracts; spot: base), so the trades_base view gives
+    no base quantity where the contract size is unknown instead of taking contracts for coins."""
+    natives = ["BTC-USDT", "BTC-USDT-SWAP", "BTC-USD-270326", "BTC-USD-270326-100000-C"]
+    session = okx_session(tmp_path, natives, http=False)
+    db = f"sqlite:///{tmp_path}/t.db"
+    asyncio.run(run_collect(session, db, {"symbols": natives,
+                                          "symbol_list_urls": {"okx": "http://127.0.0.1:9/none"}}, 4))
+    store = Store(db)
+    try:
+        rows = {i.native: (i.kind, i.size_unit, i.source) for i in read_instruments(store.engine, "okx")}
+        with store.engine.connect() as conn:
+            base = dict(conn.execute(sa.text("SELECT symbol, base_size FROM trades_base")).all())
+    finally:
+        store.close()
+    assert rows == {"BTC-USDT": ("spot", "base", "guess"), "BTC-USDT-SWAP": ("perpetual", "contracts", "guess"),
+                    "BTC-USD-270326": ("future", "contracts", "guess"),
+                    "BTC-USD-270326-100000-C": ("option", "contracts", "guess")}
+    assert base == {"BTC-USDT": "3", "BTC-USDT-PERP": None, "BTC-USD-20270326": None,
+                    "BTC-USD-20270326-100000-C": None}
+
+
+def test_size_units_by_kind_and_quote() -> None:
+    """A `kind/QUOTE` entry of symbols.size_units beats the kind's; a kind not named is base."""
+    from bitty.markets.instruments import unlisted
+
+    rules = load_spec(EXCHANGES / "deribit.yaml").symbols
+    assert unlisted("BTC-27DEC24", "BTC-USD-20241227", rules).size_unit == "quote"
+    assert unlisted("BTC_USDC-PERPETUAL", "BTC-USDC-PERP", rules).size_unit == "base"
+    assert unlisted("BTC-27DEC24-100000-C", "BTC-USD-20241227-100000-C", rules).size_unit == "base"

@@ -66,6 +66,7 @@ CARRIED: dict[str, Callable[[Spec], Any]] = {
     "$.symbols.aliases": lambda s: s.symbols.aliases,
     "$.symbols.quotes": lambda s: list(s.symbols.quotes),
     "$.symbols.map": lambda s: s.symbols.explicit,
+    "$.symbols.size_units": lambda s: s.symbols.size_units,
     "$.connection.max_frame_bytes": lambda s: s.max_frame_bytes,
     "$.connection.headers": lambda s: dict(s.headers),
     "$.subscribe.per": lambda s: s.subscribe.per,
