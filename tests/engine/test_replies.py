@@ -24,7 +24,7 @@ def test_pong_echoes_numbers_with_their_digits() -> None:
     async def handler(request: web.Request, n: int) -> web.StreamResponse:
         ws = await accept(request)
         await read_json(ws)
-        for ping in pings if n == 0 else ():  # the first connection (the heartbeat watchdog may reconnect)
+        for ping in pings if n == 1 else ():  # the first connection (the heartbeat watchdog may reconnect)
             await ws.send_str(ping)
             received.append(await asyncio.wait_for(ws.receive_str(), 5))
         return await drain(ws)
