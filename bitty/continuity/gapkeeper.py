@@ -12,9 +12,9 @@ earlier one left off opens a ``restart`` gap.
 Ledger writes go through one worker thread, in the order they were asked for, so the websocket
 callbacks stay synchronous and never wait on the database. While the database is away they wait
 and are retried in order; those still waiting when the run stops go to a ledger journal in the
-spill folder, which the next run writes first (``bitty.storage.ledger.replay``). Backfilled trades go to the database
-the way live trades do, through the writer (``Writer.write_now``): retries, spill, the refused-row
-file, the ``--output`` mirror and the counts.
+spill folder, which the next run writes first (``bitty.storage.ledger.replay``). Backfilled
+trades go to the database the way live trades do, through the writer (``Writer.write_now``):
+retries, spill, the refused-row file, the ``--output`` mirror and the counts.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ class GapKeeper:
             self._submit(self.ledger.record_run, name, self.started_at, ended, (counts or {}).get(name, {}))
         left = await asyncio.to_thread(self._worker.stop)
         if left:
-            records = [_record(job.fn.__name__, job.args) for job in left]
+            run = self.started_at.strftime("%Y%m%dT%H%M%S%f")  # keys unique across the runs a journal gathers
+            records = [_record(job.fn.__name__, job.args, run) for job in left]
             path = ledger_journal.save_journal(self.writer.spill_dir, records)
             logger.warning("%d ledger writes wait for the database in %s; the next run writes them first",
                            len(records), path)
@@ -319,14 +320,15 @@ def _next_id(previous: tuple[str, datetime] | None, trade_id: str) -> bool:
     return before is not None and now is not None and now == before + 1
 
 
-def _record(op: str, args: tuple[Any, ...]) -> dict[str, Any]:
-    """A waiting ledger write as a journal record (``bitty.storage.ledger.replay`` reads it)."""
+def _record(op: str, args: tuple[Any, ...], run: str) -> dict[str, Any]:
+    """A waiting ledger write as a journal record (``bitty.storage.ledger.replay`` reads it); a gap
+    not yet in the database is named by a key unique to this run and gap."""
     def ref(gap: _Gap) -> dict[str, Any]:
-        return {"id": gap.id} if gap.id is not None else {"key": str(id(gap))}
+        return {"id": gap.id} if gap.id is not None else {"key": f"{run}-{id(gap)}"}
 
     if op == "_open_gap":
         exchange, symbol, gap, at, to_time, to_id = args
-        return {"op": "open_gap", "key": str(id(gap)), "exchange": exchange, "symbol": symbol,
+        return {"op": "open_gap", "key": ref(gap)["key"], "exchange": exchange, "symbol": symbol,
                 "from_time": gap.from_time, "cause": gap.cause, "from_id": gap.from_id, "at": at,
                 "to_time": to_time, "to_id": to_id}
     if op == "_bound":
