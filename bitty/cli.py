@@ -44,8 +44,10 @@ def _status_addr(value: str) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from bitty.spec.load import load_spec, name_clashes, spec_paths
+    from bitty.spec.zones import zone_warnings
 
     problems: list[Problem] = []
+    warnings: list[Problem] = []  # printed, never failing the check
     files = spec_paths(args.paths, paths.spec_dirs(args.exchanges_dir))
     choices = _params(args.param)
     every = choices.get("", {})
@@ -55,15 +57,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
             loaded.append(load_spec(file, params={**every, **choices.get(file.stem, {})}, optional=frozenset(every)))
         except SpecError as exc:
             problems += exc.problems
+        else:
+            warnings += zone_warnings(file)
     problems += name_clashes(loaded)
     if args.format == "json":
-        print(orjson.dumps({"files": [str(f) for f in files], "errors": [p.as_dict() for p in problems]},
+        print(orjson.dumps({"files": [str(f) for f in files], "errors": [p.as_dict() for p in problems],
+                            "warnings": [w.as_dict() for w in warnings]},
                            option=orjson.OPT_INDENT_2).decode())
     else:
-        for problem in problems:
+        for problem in problems + warnings:
             print(problem)
         bad = len({p.file for p in problems})
-        print(f"{len(files) - bad} of {len(files)} specs valid, {len(problems)} errors", file=sys.stderr)
+        counted = f", {len(warnings)} warnings" if warnings else ""
+        print(f"{len(files) - bad} of {len(files)} specs valid, {len(problems)} errors{counted}", file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -29,6 +29,7 @@ import orjson
 from bitty.backoff import backoff, retry_after
 from bitty.continuity.sequence import as_int, missing_ids
 from bitty.lang.expr import compile_expression, evaluate_safely
+from bitty.mapping import codec
 from bitty.mapping.mapper import Mapper
 from bitty.spec.load import MessageKind, RestTrades, Spec
 from bitty.trade import Trade
@@ -152,8 +153,8 @@ class Backfiller:
                     raise BackfillError(f"GET {url}: HTTP {status}: {raw[:200].decode(errors='replace')}")
                 else:
                     try:
-                        body = orjson.loads(raw)
-                    except orjson.JSONDecodeError as exc:
+                        body = codec.loads(raw)  # prices, sizes and ids keep their digits
+                    except codec.DecodeError as exc:
                         raise BackfillError(f"GET {url}: not JSON: {exc}") from None
                     error = self._error(body)
                     if not error:

@@ -10,9 +10,11 @@ sequential trade ids, a skipped id opens a gap at once. A collect run that start
 earlier one left off opens a ``restart`` gap.
 
 Ledger writes go through one worker thread, in the order they were asked for, so the websocket
-callbacks stay synchronous and never wait on the database. Backfilled trades go to the database
-the way live trades do, through the writer (``Writer.write_now``): retries, spill, the refused-row
-file, the ``--output`` mirror and the counts.
+callbacks stay synchronous and never wait on the database. While the database is away they wait
+and are retried in order; those still waiting when the run stops go to a ledger journal in the
+spill folder, which the next run writes first (``bitty.storage.ledger.replay``). Backfilled
+trades go to the database the way live trades do, through the writer (``Writer.write_now``):
+retries, spill, the refused-row file, the ``--output`` mirror and the counts.
 """
 
 from __future__ import annotations
@@ -20,18 +22,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
-import sqlalchemy as sa
 
 from bitty.continuity.backfill import Backfiller, Result, Sleep, Window
+from bitty.continuity.ledgerworker import LedgerWorker
 from bitty.continuity.sequence import Continuity, as_int
 from bitty.engine.consumer import BaseConsumer, StreamEvent
 from bitty.spec.load import Spec
+from bitty.storage import ledger as ledger_journal
 from bitty.storage.ledger import Ledger
 from bitty.storage.store import Store
 from bitty.storage.writer import Writer
@@ -84,7 +87,7 @@ class GapKeeper:
         self.started_at = _now()
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._continuity: dict[str, Continuity] = {s.name: Continuity() for s in specs if s.trade_ids == "sequential"}
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bitty-ledger")
+        self._worker = LedgerWorker()
         self._tasks: set[asyncio.Task[None]] = set()
         self._quiet: set[asyncio.Task[None]] = set()  # waiting for a first trade; cancelled at close
         self._session: aiohttp.ClientSession | None = None
@@ -95,6 +98,7 @@ class GapKeeper:
     async def start(self, connections: list[tuple[Spec, list[str]]]) -> None:
         """Create the ledger tables, and open ``restart`` gaps where an earlier run left off."""
         await self._run(self.ledger.open)
+        await self._run(self._replay_journal)
         self._session = aiohttp.ClientSession()
         for spec in self.specs.values():
             if spec.rest_trades is not None and self.backfill_enabled and spec.name not in self.no_backfill:
@@ -141,8 +145,14 @@ class GapKeeper:
             await self._session.close()
         ended = _now()
         for name in self.specs:
-            await self._run(self.ledger.record_run, name, self.started_at, ended, (counts or {}).get(name, {}))
-        self._executor.shutdown(wait=True)
+            self._submit(self.ledger.record_run, name, self.started_at, ended, (counts or {}).get(name, {}))
+        left = await asyncio.to_thread(self._worker.stop)
+        if left:
+            run = self.started_at.strftime("%Y%m%dT%H%M%S%f")  # keys unique across the runs a journal gathers
+            records = [_record(job.fn.__name__, job.args, run) for job in left]
+            path = ledger_journal.save_journal(self.writer.spill_dir, records)
+            logger.warning("%d ledger writes wait for the database in %s; the next run writes them first",
+                           len(records), path)
 
     def attach(self, consumer: BaseConsumer) -> None:
         consumer.on_event(self.on_event)
@@ -236,11 +246,11 @@ class GapKeeper:
               to_id: str | None = None) -> None:
         self.stats.gaps += 1
 
-        def job() -> None:
-            gap.id = self.ledger.open_gap(exchange, symbol, gap.from_time, gap.cause, gap.from_id, _now(),
-                                          to_time, to_id)
+        self._submit(self._open_gap, exchange, symbol, gap, _now(), to_time, to_id)
 
-        self._submit(job)
+    def _open_gap(self, exchange: str, symbol: str, gap: _Gap, at: datetime, to_time: datetime | None,
+                  to_id: str | None) -> None:
+        gap.id = self.ledger.open_gap(exchange, symbol, gap.from_time, gap.cause, gap.from_id, at, to_time, to_id)
 
     def _bound(self, gap: _Gap, to_time: datetime, to_id: str | None) -> None:
         assert gap.id is not None
@@ -260,7 +270,7 @@ class GapKeeper:
         if backfiller is None:
             why = ("the spec has no rest.trades" if self.specs[exchange].rest_trades is None else
                    "backfill is off for this exchange (off, or its websocket URL is redirected without a REST URL)")
-            await self._run(self._settle, gap, "unrecoverable", why, 0, 0)
+            self._submit(self._settle, gap, "unrecoverable", why, 0, 0)
             return
         result = await backfiller.fill(window)
         self.stats.results.append(result)
@@ -272,10 +282,8 @@ class GapKeeper:
             # gap stays open, bounded, and the next run fetches it again and counts it.
             status, reason = "open", f"{reason}; its {len(found)} trades were spilled: the database was away"
             stored, found = [], []
-        try:
-            await self._run(self._settle, gap, status, reason, len(stored), len(found) - len(stored))
-        except sa.exc.SQLAlchemyError as exc:  # the gap stays open in the ledger: the next run fetches it again
-            logger.error("%s %s: cannot record the gap's outcome (%s): %s", exchange, window.symbol, status, exc)
+        # Waits for the database if it is away (journaled at stop if it never comes back).
+        self._submit(self._settle, gap, status, reason, len(stored), len(found) - len(stored))
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -287,12 +295,19 @@ class GapKeeper:
         return stream
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        future = self._executor.submit(fn, *args)
+        """A ledger write, made in order; retried while the database is away, journaled at stop."""
+        future = self._worker.submit(fn, *args)
         future.add_done_callback(_log_failure)
         return future
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self._executor.submit(fn, *args))
+        """A ledger read (or the start's setup), once, in order behind the writes."""
+        return await asyncio.wrap_future(self._worker.submit(fn, *args, durable=False))
+
+    def _replay_journal(self) -> None:
+        done = ledger_journal.replay(self.ledger, self.writer.spill_dir)
+        if done:
+            logger.warning("wrote %d ledger writes an earlier run could not make", done)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -303,6 +318,36 @@ class GapKeeper:
 def _next_id(previous: tuple[str, datetime] | None, trade_id: str) -> bool:
     before, now = as_int(previous[0]) if previous else None, as_int(trade_id)
     return before is not None and now is not None and now == before + 1
+
+
+def _record(op: str, args: tuple[Any, ...], run: str) -> dict[str, Any]:
+    """A waiting ledger write as a journal record (``bitty.storage.ledger.replay`` reads it); a gap
+    not yet in the database is named by a key unique to this run and gap."""
+    def ref(gap: _Gap) -> dict[str, Any]:
+        return {"id": gap.id} if gap.id is not None else {"key": f"{run}-{id(gap)}"}
+
+    if op == "_open_gap":
+        exchange, symbol, gap, at, to_time, to_id = args
+        return {"op": "open_gap", "key": ref(gap)["key"], "exchange": exchange, "symbol": symbol,
+                "from_time": gap.from_time, "cause": gap.cause, "from_id": gap.from_id, "at": at,
+                "to_time": to_time, "to_id": to_id}
+    if op == "_bound":
+        gap, to_time, to_id = args
+        return {"op": "bound_gap", "gap": ref(gap), "to_time": to_time, "to_id": to_id}
+    if op == "_settle":
+        gap, status, reason, backfilled, duplicates = args
+        return {"op": "settle", "gap": ref(gap), "status": status, "reason": reason, "at": _now(),
+                "backfilled": backfilled, "duplicates": duplicates}
+    if op == "connected":
+        exchange, symbols, at = args
+        return {"op": op, "exchange": exchange, "symbols": symbols, "at": at}
+    if op == "disconnected":
+        exchange, symbols, at, reason, since = args
+        return {"op": op, "exchange": exchange, "symbols": symbols, "at": at, "reason": reason, "since": since}
+    if op == "record_run":
+        exchange, started_at, ended_at, counts = args
+        return {"op": op, "exchange": exchange, "started_at": started_at, "ended_at": ended_at, "counts": counts}
+    raise ValueError(f"not a ledger write: {op}")
 
 
 def _log_failure(future: Future[Any]) -> None:

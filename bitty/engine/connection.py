@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import aiohttp
-import orjson
 
 from bitty.engine import keepalive
 from bitty.engine.dispatch import NOTHING, Actions, Dispatcher, Result
@@ -26,6 +25,7 @@ from bitty.engine.reconnect import HEALTHY_AFTER, Delays, Restart, ServerClosed,
 from bitty.engine.subscribe import Subscription
 from bitty.engine.watchdog import Check, Watchdog
 from bitty.errors import BittyError, ConnectError, ExchangeError
+from bitty.mapping import codec
 from bitty.mapping.mapper import FrameTooLarge, raw_text
 from bitty.spec.hooks import Hooks, hooks_class
 from bitty.spec.load import Spec
@@ -276,7 +276,8 @@ class Connection(Listeners):
             raise
 
     async def _send(self, ws: aiohttp.ClientWebSocketResponse, payload: Any) -> None:
-        text = payload if isinstance(payload, str) else orjson.dumps(payload, default=str).decode()
+        # Numbers echoed from a frame (Decimals) go out as JSON numbers with their own digits.
+        text = payload if isinstance(payload, str) else codec.dumps(payload).decode()
         logger.debug("%s : sending %s", self.consumer_id, text)
         self._emit_raw("send", text)
         await ws.send_str(text)

@@ -18,10 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import orjson
 
 from bitty.errors import BittyError
 from bitty.lang.expr import evaluate_safely
+from bitty.mapping import codec
 from bitty.spec.model import RestLatest, Spec
 
 
@@ -107,8 +107,8 @@ class LatestFetcher:
         if status >= 400:
             raise LatestError(f"GET {url}: HTTP {status}: {raw[:200].decode(errors='replace')}")
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
+            body = codec.loads(raw)  # ids and times as the exchange wrote them, never floats
+        except codec.DecodeError as exc:
             raise LatestError(f"GET {url}: not JSON: {exc}") from None
         return self.latest(body, url)
 

@@ -10,10 +10,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import orjson
 
 from bitty.errors import ConnectError
 from bitty.lang.functions import to_decimal
+from bitty.mapping import codec
 from bitty.spec.hooks import Hooks
 from bitty.spec.load import Spec
 from bitty.spec.template import Template
@@ -124,7 +124,10 @@ class Subscription:
         async with session.request(boot.method, url, timeout=aiohttp.ClientTimeout(total=15)) as response:
             if response.status >= 400:
                 raise ConnectError(f"bootstrap {boot.method} {url}: HTTP {response.status}")
-            self.bootstrap = orjson.loads(await response.read())
+            try:
+                self.bootstrap = codec.loads(await response.read())  # numbers keep their digits
+            except codec.DecodeError as exc:
+                raise ConnectError(f"bootstrap {boot.method} {url}: not JSON: {exc}") from None
         if boot.keepalive_interval is not None:
             millis = to_decimal(boot.keepalive_interval(self.bootstrap))
             if millis is not None and millis > 0:

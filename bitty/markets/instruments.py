@@ -19,12 +19,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import orjson
 import sqlalchemy as sa
 
 from bitty.errors import BittyError
 from bitty.lang.expr import Expr, evaluate_safely
 from bitty.lang.functions import iso_time, to_decimal, to_text
+from bitty.mapping import codec
 from bitty.spec.load import Spec
 from bitty.spec.symbols import KINDS, RIGHTS, SymbolRules, guess, instrument_name, parse_date, parse_name
 from bitty.storage import tables
@@ -260,8 +260,8 @@ async def fetch_listing(spec: Spec, url: str | None = None, timeout: float = 15,
                 async with session.get(target, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                     if response.status >= 400:
                         raise BittyError(f"{spec.name}: GET {target}: HTTP {response.status}")
-                    body = orjson.loads(await response.read())
-            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+                    body = codec.loads(await response.read())  # contract sizes and strikes keep their digits
+            except (aiohttp.ClientError, TimeoutError, codec.DecodeError) as exc:
                 raise BittyError(f"{spec.name}: GET {target}: {type(exc).__name__}: {exc}") from None
             out += parse_listing(spec, body)
     unique = {i.native: i for i in reversed(out)}  # an instrument listed twice (overlapping answers): the first

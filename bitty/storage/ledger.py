@@ -4,20 +4,33 @@ interval it was not or that lost trades (``gaps``), and what each collect run co
 A gap is ``open`` until backfill recovers it (``closed``) or gives up with the reason
 (``unrecoverable``). ``from``/``to`` bound the blind interval: the last trade held before it and
 the first trade after it, when known. Synchronous SQLAlchemy Core; callers run it off the loop.
+
+Ledger writes that could not reach the database before a run stopped are kept as records in a
+small journal in the spill folder (``bitty-ledger-journal.jsonl``: one ``{"op": ..., ...}`` per
+line, in order) and written back first by the next run (``replay``). A gap opened in the journal
+has a ``key``; later records name it by ``{"key": k}`` until it has a database ``{"id": n}``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from bitty.storage import migrate
 from bitty.storage.tables import coverage, gaps, quarantine, run_counts, trades
 
 CAUSES = ("disconnect", "watchdog", "restart", "sequence")
+JOURNAL = "bitty-ledger-journal.jsonl"
+_TIMES = ("at", "since", "from_time", "to_time", "started_at", "ended_at")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -139,4 +152,84 @@ class Ledger:
                 **{k: int(counts.get(k, 0)) for k in ("received", "stored", "duplicates", "quarantined")}))
 
 
-__all__ = ["CAUSES", "Gap", "Ledger", "coverage", "gaps", "quarantine", "run_counts", "trades"]
+# --- the journal of writes a stopped run could not make ---
+
+def save_journal(folder: Path, records: list[dict[str, Any]]) -> Path:
+    """Write ``records`` (after any already journaled) to the folder's ledger journal, fsynced."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / JOURNAL
+    earlier = load_journal(folder)
+    part = path.with_name(path.name + ".part")
+    with part.open("wb") as file:
+        file.write(b"".join(orjson.dumps(r) + b"\n" for r in earlier + records))
+        file.flush()
+        os.fsync(file.fileno())
+    part.replace(path)
+    return path
+
+
+def load_journal(folder: Path) -> list[dict[str, Any]]:
+    """The journaled records, times as datetimes; a torn last line (a crash while writing) is skipped."""
+    path = folder / JOURNAL
+    if not path.exists():
+        return []
+    out: list[dict[str, Any]] = []
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            logger.error("%s:%d: not a ledger record, skipped: %r", path, n, line[:200])
+            continue
+        for name in _TIMES:
+            if isinstance(record.get(name), str):
+                record[name] = datetime.fromisoformat(record[name])
+        out.append(record)
+    return out
+
+
+def replay(ledger: Ledger, folder: Path) -> int:
+    """Write the folder's journal to the ledger, in order, then remove it. If the database fails
+    part way, what is left is journaled again (gaps it opened named by their new ids) and the
+    error raised. Returns how many records were written."""
+    records = load_journal(folder)
+    ids: dict[str, int] = {}
+    for done, record in enumerate(records):
+        try:
+            _apply(ledger, record, ids)
+        except Exception:
+            left = [_resolved(r, ids) for r in records[done:]]
+            (folder / JOURNAL).unlink()
+            save_journal(folder, left)
+            raise
+    (folder / JOURNAL).unlink(missing_ok=True)
+    return len(records)
+
+
+def _apply(ledger: Ledger, record: dict[str, Any], ids: dict[str, int]) -> None:
+    args = {k: v for k, v in record.items() if k not in ("op", "key", "gap")}
+    op = record["op"]
+    if op == "open_gap":
+        ids[record["key"]] = ledger.open_gap(**args)
+        return
+    if op in ("bound_gap", "settle"):
+        ref = record["gap"]
+        gap_id = ref.get("id", ids.get(ref.get("key", "")))
+        if gap_id is None:
+            logger.error("ledger journal: %s of a gap never opened, skipped: %s", op, record)
+            return
+        getattr(ledger, op)(gap_id, **args)
+        return
+    if op not in ("connected", "disconnected", "record_run"):
+        raise ValueError(f"ledger journal: unknown operation {op!r}")
+    getattr(ledger, op)(**args)
+
+
+def _resolved(record: dict[str, Any], ids: dict[str, int]) -> dict[str, Any]:
+    ref = record.get("gap")
+    if isinstance(ref, dict) and ref.get("key") in ids:
+        return {**record, "gap": {"id": ids[ref["key"]]}}
+    return record
+
+
+__all__ = ["CAUSES", "JOURNAL", "Gap", "Ledger", "coverage", "gaps", "load_journal", "quarantine", "replay",
+           "run_counts", "save_journal", "trades"]
