@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import IO, Any, cast
 
 import orjson
@@ -29,6 +28,7 @@ from bitty.spec import files as paths
 from bitty.spec.load import Spec, check_unique_names, load_spec, spec_paths
 from bitty.spec.symbols import KINDS, parse_name, resolve
 from bitty.storage import runs
+from bitty.storage.ledger import Ledger
 from bitty.storage.sinks import Fanout, Sink
 from bitty.storage.sinks.events import EventLedger
 from bitty.storage.sinks.nats import NatsSink, StreamSettings
@@ -277,13 +277,15 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         await asyncio.to_thread(events.run, _run_state(identity, names, "running"))
     # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
     redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
-    keeper = GapKeeper(store or cast(Store, SimpleNamespace(engine=None)), specs, rest_urls=options.rest_urls,
-                       backfill=options.backfill, no_backfill=redirected, quiet_after=options.gap_quiet_after,
-                       writer=writer)
-    if store is None:
-        keeper.ledger = cast(Any, events)  # coverage and gaps published for `bitty sink` to apply
+    # Without a database, coverage and gaps are published for `bitty sink` to apply.
+    ledger: Ledger | EventLedger
+    if store is not None:
+        ledger = Ledger(store.engine, run_key=identity.key)
     else:
-        keeper.ledger.run_key = identity.key
+        assert events is not None
+        ledger = events
+    keeper = GapKeeper(ledger, specs, rest_urls=options.rest_urls, backfill=options.backfill,
+                       no_backfill=redirected, quiet_after=options.gap_quiet_after, writer=writer)
     await keeper.start(connections)
     source = CollectorSource([], writer, keeper, stored)
     if status is not None:
