@@ -15,7 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from bitty.cli import main
-from bitty.continuity.audit import audit, page, ticks
+from bitty.continuity.audit import audit
+from bitty.continuity.chart import page, ticks
 from bitty.storage import tables
 from bitty.storage.ledger import Ledger
 from bitty.storage.store import Store
