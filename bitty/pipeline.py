@@ -1,4 +1,4 @@
-"""The collect pipeline: plan the connections, wire engine -> writer and gap keeper, report progress."""
+"""The collect pipeline: wire engine -> writer and gap keeper, run it, report progress (plans: ``bitty.planning``)."""
 
 from __future__ import annotations
 
