@@ -253,7 +253,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from bitty.continuity.audit import audit, open_store, page, png, table
+    from bitty.continuity.audit import audit, open_store
+    from bitty.continuity.chart import page, png, table
     from bitty.lang.functions import iso_time
 
     def moment(text: str | None, default: datetime) -> datetime:

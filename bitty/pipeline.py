@@ -1,17 +1,15 @@
-"""The collect pipeline: plan the connections, wire engine -> writer and gap keeper, report progress."""
+"""The collect pipeline: wire engine -> writer and gap keeper, run it, report progress (plans: ``bitty.planning``)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import IO, Any, cast
 
 import orjson
@@ -20,15 +18,15 @@ import sqlalchemy as sa
 from bitty.continuity.gapkeeper import GapKeeper
 from bitty.engine.consumer import BaseConsumer
 from bitty.engine.handover import Slot
-from bitty.errors import BittyError, SymbolError
-from bitty.markets.instruments import Instrument, fetch_listing, redirect, save_instruments, unlisted
+from bitty.errors import BittyError
+from bitty.markets.instruments import redirect
 from bitty.ops import terminal
 from bitty.ops.collector import CollectorSource, StoredCounts
 from bitty.ops.server import DEFAULT_HEALTH_LIMIT, StatusServer, parse_addr
-from bitty.spec import files as paths
-from bitty.spec.load import Spec, check_unique_names, load_spec, spec_paths
-from bitty.spec.symbols import KINDS, parse_name, resolve
+from bitty.planning import fetch_listings, load_specs, parse_shard, plan, record_instruments
+from bitty.spec.load import Spec
 from bitty.storage import runs
+from bitty.storage.ledger import Ledger
 from bitty.storage.sinks import Fanout, Sink
 from bitty.storage.sinks.events import EventLedger
 from bitty.storage.sinks.nats import NatsSink, StreamSettings
@@ -88,109 +86,6 @@ class CollectResult:
     per_exchange: dict[str, dict[str, int]]
     uncovered: list[runs.Uncovered] = field(default_factory=list)
     lost: int = 0  # trades neither stored nor spilled (see Writer)
-
-
-def load_specs(targets: Sequence[str], dirs: list[str],
-               params: dict[str, dict[str, str]] | None = None) -> list[Spec]:
-    """The specs of ``targets`` with the chosen parameters (``params[""]`` applies to every spec
-    declaring them, ``params[exchange]`` to one)."""
-    params = params or {}
-    every = params.get("", {})
-    files = spec_paths(targets, paths.spec_dirs(dirs))
-    specs = [load_spec(path, params={**every, **params.get(path.stem, {})}, optional=frozenset(every))
-             for path in files]
-    unknown = sorted(set(params) - {""} - {p.stem for p in files} - {s.name for s in specs})
-    if unknown:
-        raise BittyError(f"-p {unknown[0]}.…: {unknown[0]!r} is not among the exchanges collected")
-    for name in every:
-        if not any(name in dict(s.params) for s in specs):
-            raise BittyError(f"-p {name}=…: no exchange collected declares the parameter {name!r}")
-    check_unique_names(specs)  # two files with one exchange name: refuse, never collect both
-    return specs
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"i/n"`` (0 <= i < n) as (i, n)."""
-    if text is None:
-        return None
-    index, sep, count = text.partition("/")
-    if not (sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
-        raise BittyError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/2")
-    return int(index), int(count)
-
-
-def shard_of(exchange: str, symbol: str, count: int) -> int:
-    """The shard of an (exchange, symbol) stream: a stable hash (SHA-256, not Python's salted
-    hash()), so every collector on every machine agrees."""
-    digest = hashlib.sha256(f"{exchange}\0{symbol}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % count
-
-
-def plan(specs: list[Spec], symbols: list[str] | None,
-         listings: dict[str, list[Instrument]] | None = None,
-         exchange_symbols: dict[str, list[str]] | None = None,
-         markets: list[str] | None = None,
-         shard: tuple[int, int] | None = None) -> list[tuple[Spec, list[str]]]:
-    """(spec, symbols of one connection) for every connection to open. ``exchange_symbols``
-    (per exchange) beats ``symbols`` (every exchange); ``markets`` adds every listed instrument of
-    those kinds. With an exchange's listing, unknown symbols are rejected with a suggestion;
-    without one, native symbols are named by the general rules (``bitty.spec.symbols.guess``).
-    With a shard, only its streams."""
-    out = []
-    per = exchange_symbols or {}
-    unknown = sorted(set(per) - {s.name for s in specs})
-    if unknown:
-        raise SymbolError(f"--symbols {unknown[0]}:...: {unknown[0]!r} is not among the exchanges collected "
-                          f"({', '.join(s.name for s in specs)})")
-    for kind in markets or ():
-        if kind not in KINDS:
-            raise SymbolError(f"--markets {kind!r}: expected one of {', '.join(KINDS)}")
-    today = datetime.now(UTC).date()
-    for spec in specs:
-        listing = (listings or {}).get(spec.name)
-        known = [i.normalized for i in listing if i.normalized] if listing else None
-        requested = per.get(spec.name, symbols)
-        chosen = resolve(spec.symbols, requested, known, exchange=spec.name) if requested else []
-        if markets:
-            if listing is None:
-                raise SymbolError(f"{spec.name}: --markets {','.join(markets)} needs the exchange's listing, "
-                                  "which was not fetched (see the warning above); name the symbols with --symbols")
-            chosen += [i.normalized for i in listing
-                       if i.normalized and i.kind in markets and i.normalized not in chosen]
-        elif not requested:
-            chosen = list(spec.default_symbols)
-        for symbol in chosen:
-            parsed = parse_name(symbol)
-            if parsed is not None and parsed.expiry is not None and parsed.expiry < today:
-                logger.warning("%s: %s expired on %s: the exchange will probably send no trades for it",
-                               spec.name, symbol, parsed.expiry.isoformat())
-        if shard is not None:
-            chosen = [s for s in chosen if shard_of(spec.name, s, shard[1]) == shard[0]]
-        size = spec.max_symbols or len(chosen) or 1
-        for i in range(0, len(chosen), size):
-            out.append((spec, chosen[i:i + size]))
-    return out
-
-
-async def fetch_listings(specs: list[Spec], urls: dict[str, str],
-                         origins: dict[str, str] | None = None) -> dict[str, list[Instrument]]:
-    """Symbol lists of the exchanges that declare one; an unreachable list is a warning, not an
-    error (symbols are then taken as given). ``origins`` (``--rest-url``) redirects every URL
-    of an exchange's listing."""
-    out: dict[str, list[Instrument]] = {}
-    for spec in specs:
-        if spec.symbol_list is None:
-            continue
-        try:
-            listing = await fetch_listing(spec, urls.get(spec.name), origin=(origins or {}).get(spec.name))
-        except BittyError as exc:
-            logger.warning("%s: cannot check symbols against the exchange's list: %s", spec.name, exc)
-            continue
-        for instrument in listing:
-            if instrument.normalized:
-                spec.symbols.learn(instrument.native, instrument.normalized)
-        out[spec.name] = listing
-    return out
 
 
 class JsonLines:
@@ -274,20 +169,22 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
         raise
     run_id, uncovered = 0, cast(list[runs.Uncovered], [])
     if store is not None:
-        await asyncio.to_thread(_record_instruments, store, connections, listings)
+        await asyncio.to_thread(record_instruments, store, connections, listings)
         run_id, uncovered = await asyncio.to_thread(runs.start, store, names, identity)
     else:
         assert events is not None
         await asyncio.to_thread(events.run, _run_state(identity, names, "running"))
     # A websocket redirected (a replay, a local exchange) is not what the real REST endpoint saw.
     redirected = {s.name for s in specs if options.urls.get(s.name, options.url) and s.name not in options.rest_urls}
-    keeper = GapKeeper(store or cast(Store, SimpleNamespace(engine=None)), specs, rest_urls=options.rest_urls,
-                       backfill=options.backfill, no_backfill=redirected, quiet_after=options.gap_quiet_after,
-                       writer=writer)
-    if store is None:
-        keeper.ledger = cast(Any, events)  # coverage and gaps published for `bitty sink` to apply
+    # Without a database, coverage and gaps are published for `bitty sink` to apply.
+    ledger: Ledger | EventLedger
+    if store is not None:
+        ledger = Ledger(store.engine, run_key=identity.key)
     else:
-        keeper.ledger.run_key = identity.key
+        assert events is not None
+        ledger = events
+    keeper = GapKeeper(ledger, specs, rest_urls=options.rest_urls, backfill=options.backfill,
+                       no_backfill=redirected, quiet_after=options.gap_quiet_after, writer=writer)
     await keeper.start(connections)
     source = CollectorSource([], writer, keeper, stored)
     if status is not None:
@@ -392,21 +289,6 @@ def _bootstrap_url(spec: Spec, origin: str | None) -> str | None:
     if boot.url.variables():
         raise BittyError(f"{spec.name}: --rest-url cannot redirect a bootstrap URL built from variables")
     return redirect(str(boot.url.render({})), origin)
-
-
-def _record_instruments(store: Store, connections: list[tuple[Spec, list[str]]],
-                        listings: dict[str, list[Instrument]]) -> None:
-    """Fill the ``instruments`` table: an exchange's listing when fetched, else the instruments
-    collected, named by the general rules (``source = guess``), so sizes keep a unit."""
-    for spec in {id(s): s for s, _ in connections}.values():
-        listing = listings.get(spec.name)
-        if listing is None:
-            listing = [unlisted(spec.symbols.to_native(symbol), symbol, spec.symbols)
-                       for c, symbols in connections if c is spec for symbol in symbols]
-        try:
-            save_instruments(store.engine, spec.name, listing)
-        except sa.exc.SQLAlchemyError as exc:
-            logger.warning("%s: cannot record the instruments: %s", spec.name, exc)
 
 
 def _reason(exc: BaseException) -> str:

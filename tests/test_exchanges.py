@@ -45,7 +45,7 @@ def test_batched_subscriptions_stay_within_the_exchange_limit(name: str) -> None
     """45 symbols on one connection go out as subscribe messages of at most batch_size topics
     (BitMEX refuses more than 20 args, Bybit spot more than 10), every symbol once."""
     from bitty.engine.consumer import BaseConsumer
-    from bitty.pipeline import plan
+    from bitty.planning import plan
 
     spec = load_spec(EXCHANGES / f"{name}.yaml")
     symbols = [f"C{n:02d}X-USDT" for n in range(45)]

@@ -18,6 +18,7 @@ LAYERS = [
     ("bitty.engine", "bitty.markets"),
     ("bitty.continuity",),
     ("bitty.ops",),
+    ("bitty.planning",),
     ("bitty.pipeline",),
     ("bitty.commands",),
     ("bitty.cli",),

@@ -36,7 +36,7 @@ from bitty.engine.consumer import BaseConsumer, StreamEvent
 from bitty.spec.load import Spec
 from bitty.storage import ledger as ledger_journal
 from bitty.storage.ledger import Ledger
-from bitty.storage.store import Store
+from bitty.storage.sinks.events import EventLedger
 from bitty.storage.writer import Writer
 from bitty.trade import Trade
 
@@ -71,12 +71,13 @@ class KeeperStats:
 
 
 class GapKeeper:
-    def __init__(self, store: Store, specs: list[Spec], rest_urls: dict[str, str] | None = None,
+    def __init__(self, ledger: Ledger | EventLedger, specs: list[Spec], rest_urls: dict[str, str] | None = None,
                  backfill: bool = True, sleep: Sleep = asyncio.sleep, no_backfill: set[str] | None = None,
                  quiet_after: float = 10.0, *, writer: Writer) -> None:
-        self.store = store
+        """``ledger``: where coverage and gaps go, the database's ``Ledger`` or, for a collector
+        without a database, the ``EventLedger`` publishing them for ``bitty sink``."""
         self.writer = writer  # the one road to the database for backfilled trades
-        self.ledger = Ledger(store.engine)
+        self.ledger = ledger
         self.specs = {s.name: s for s in specs}
         self.rest_urls = rest_urls or {}
         self.backfill_enabled = backfill
@@ -157,6 +158,11 @@ class GapKeeper:
     def attach(self, consumer: BaseConsumer) -> None:
         consumer.on_event(self.on_event)
         consumer.on_trade(self.on_trade)
+
+    def blind(self, exchange: str, symbol: str) -> bool:
+        """Whether the stream has a gap open that no trade after it has bounded yet."""
+        stream = self._streams.get((exchange, symbol))
+        return stream is not None and stream.pending is not None
 
     # --- events ----------------------------------------------------------------------------
 

@@ -61,6 +61,17 @@ class Slot:
         total.last_error = self.current.stats.last_error
         return total
 
+    @property
+    def symbols(self) -> list[str]:
+        """The symbols of the slot's connection."""
+        return list(self.current.product_ids)
+
+    @property
+    def heartbeat_at(self) -> float | None:
+        """When (``time.monotonic()``) the current connection last saw a heartbeat; None before the first."""
+        beat = self.current.last_heartbeat.get("heartbeat")
+        return float(beat) if beat else None
+
     def is_connected(self) -> bool:
         return self.current.is_connected()
 

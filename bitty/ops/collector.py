@@ -92,7 +92,6 @@ class CollectorSource:
                      for name, s in writer.per_exchange.items()}
         streams: list[StreamStatus] = []
         symbols: list[SymbolStatus] = []
-        pending = keeper._streams  # per (exchange, symbol): a pending gap while the stream is blind
         for index, slot in enumerate(self.slots):
             stats = slot.stats
             name = slot.exchange_name
@@ -105,24 +104,23 @@ class CollectorSource:
                 state = STOPPED
             else:
                 state = RECONNECTING if event is not None or stats.reconnects else CONNECTING
-            beat = slot.current.last_heartbeat.get("heartbeat")
+            beat = slot.heartbeat_at
+            slot_symbols = slot.symbols
             streams.append(StreamStatus(
-                exchange=name, symbols=list(slot.current.product_ids), state=state,
+                exchange=name, symbols=slot_symbols, state=state,
                 since=event.at if event is not None else None, reconnects=stats.reconnects, trades=stats.trades,
                 last_heartbeat=now - timedelta(seconds=mono - beat) if beat else None,
                 last_error="" if state == CONNECTED else (str(slot.failed) if slot.failed else stats.last_error)))
             exchange = exchanges.get(name) or exchanges.setdefault(name, ExchangeStatus(name))
             exchange.reconnects += stats.reconnects
-            for symbol in slot.current.product_ids:
-                key = (name, symbol)
+            for symbol in slot_symbols:
                 last = self.stored.latest(name, symbol)
-                gap = pending.get(key)
                 symbols.append(SymbolStatus(
                     exchange=name, symbol=symbol, connected=state == CONNECTED, stored=self.stored.count(name, symbol),
                     last_trade_time=last.time if last else None, last_trade_id=last.trade_id if last else None,
                     last_received_at=last.received_at if last else None,
-                    gap_open=gap is not None and gap.pending is not None))
-        healthy = writer._healthy  # False from a failed write until one succeeds again
+                    gap_open=keeper.blind(name, symbol)))
+        healthy = writer.healthy  # False from a failed write until one succeeds again
         if healthy:
             self._db_down_since = None
         elif self._db_down_since is None:

@@ -174,6 +174,11 @@ class Writer:
     def pending(self) -> int:
         return len(self._trades)
 
+    @property
+    def healthy(self) -> bool:
+        """False from a failed write until one succeeds again (the status page's database state)."""
+        return self._healthy
+
     def _exchange(self, name: str) -> WriterStats:
         stats = self.per_exchange.get(name)
         if stats is None:

@@ -15,7 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from bitty.cli import main
-from bitty.continuity.audit import audit, page, ticks
+from bitty.continuity.audit import audit
+from bitty.continuity.chart import page
 from bitty.storage import tables
 from bitty.storage.ledger import Ledger
 from bitty.storage.store import Store
@@ -186,10 +187,3 @@ def test_empty_window_is_refused() -> None:
     """--since after --until is a one-line error."""
     proc = audit_cli("--since", "2024-05-14T12:00:00Z", "--until", "2024-05-14T10:00:00Z")
     assert proc.returncode == 1 and proc.stderr.startswith("error: the window is empty")
-
-
-def test_ticks_are_round_and_labelled() -> None:
-    """Time-axis ticks fall on round times, with the date on the first and where the day changes."""
-    marks = ticks(datetime(2024, 5, 14, 22, 7, tzinfo=UTC), datetime(2024, 5, 15, 3, 0, tzinfo=UTC))
-    assert [label for _, label in marks] == ["2024-05-14 22:30", "23:00", "23:30", "2024-05-15 00:00", "00:30", "01:00",
-                                             "01:30", "02:00", "02:30", "03:00"]

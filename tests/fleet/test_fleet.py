@@ -15,7 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bitty.continuity.audit import audit
-from bitty.pipeline import shard_of
+from bitty.planning import shard_of
 from bitty.storage.store import Store
 from bitty.storage.tables import trades
 from tests.conftest import ROOT

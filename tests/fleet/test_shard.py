@@ -10,7 +10,7 @@ import pytest
 
 from bitty.commands.deploy import load
 from bitty.errors import BittyError
-from bitty.pipeline import load_specs, parse_shard, plan, shard_of
+from bitty.planning import load_specs, parse_shard, plan, shard_of
 from tests.conftest import ROOT
 
 SYMBOLS = [f"S{i}-USD" for i in range(200)]
@@ -20,7 +20,7 @@ def test_shards_partition_the_streams_the_same_way_in_every_process() -> None:
     """Every stream is in exactly one shard, and another interpreter (another hash seed) agrees."""
     mine = [shard_of("coinbase", s, 3) for s in SYMBOLS]
     assert set(mine) == {0, 1, 2}
-    code = ("from bitty.pipeline import shard_of; "
+    code = ("from bitty.planning import shard_of; "
             f"print([shard_of('coinbase', s, 3) for s in {SYMBOLS!r}])")
     other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "12345", "PATH": ""})

@@ -13,7 +13,7 @@ from bitty.cli import main
 from bitty.commands.replay import ReplayServer
 from bitty.errors import SymbolError
 from bitty.markets.instruments import parse_listing
-from bitty.pipeline import fetch_listings, plan
+from bitty.planning import fetch_listings, plan
 from bitty.spec.load import load_spec
 from tests.commands.test_collect import serve_in_thread
 from tests.conftest import EXCHANGES

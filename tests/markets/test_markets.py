@@ -17,7 +17,8 @@ from bitty.cli import main
 from bitty.commands.replay import ReplayServer, load_session
 from bitty.errors import SpecError, SymbolError
 from bitty.markets.instruments import base_size, parse_listing, read_instruments, save_instruments, unlisted
-from bitty.pipeline import CollectOptions, collect, fetch_listings, load_specs, plan
+from bitty.pipeline import CollectOptions, collect
+from bitty.planning import fetch_listings, load_specs, plan
 from bitty.spec.load import load_spec
 from bitty.storage import tables
 from bitty.storage.store import Store

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from bitty.continuity.audit import audit, table
+from bitty.continuity.audit import audit
+from bitty.continuity.chart import table
 from bitty.storage import runs
 from bitty.storage.ledger import Ledger
 from bitty.storage.store import Store
