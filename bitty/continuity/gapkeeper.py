@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiohttp
 
@@ -311,7 +311,8 @@ class GapKeeper:
         return await asyncio.wrap_future(self._worker.submit(fn, *args, durable=False))
 
     def _replay_journal(self) -> None:
-        done = ledger_journal.replay(self.ledger, self.writer.spill_dir)
+        # The NATS EventLedger takes the same writes as the SQL Ledger the journal was made for.
+        done = ledger_journal.replay(cast(Ledger, self.ledger), self.writer.spill_dir)
         if done:
             logger.warning("wrote %d ledger writes an earlier run could not make", done)
 
