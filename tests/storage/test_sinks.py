@@ -227,3 +227,60 @@ def test_collect_with_a_bad_deployment_file_exits_1_with_the_reason(tmp_path: Pa
     path.write_text("nats: nats://127.0.0.1:4222\nexchanges: {coinbase: []}\nshard: 0/2\nnmae: a\n")
     assert main(["collect", "--config", str(path)]) == 1
     assert "$.nmae: unknown key" in capsys.readouterr().err
+
+
+def test_a_batch_of_trades_and_ledger_events_commits_as_one_transaction(tmp_path: Path) -> None:
+    """bitty sink writes a batch's trades and its ledger events in one transaction: an event the
+    database refuses leaves none of the batch's trades behind, and the retried batch stores all."""
+    from bitty.commands.sink import _Batch, _write
+    from bitty.storage.tables import coverage
+
+    url = f"sqlite:///{tmp_path}/sink.db"
+    store = Store(url)
+    store.open()
+    try:
+        with store.engine.begin() as conn:  # the database refuses coverage rows for now
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON coverage BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        event = {"v": 1, "kind": "connected", "run": "r1", "exchange": "testex", "symbol": "BTC-USD", "at": T0.isoformat()}
+        batch = _Batch(trades=[trade(n) for n in range(5)], events=[(None, event)])  # type: ignore[list-item]
+        with pytest.raises(sa.exc.IntegrityError, match="refused"):
+            _write(store, batch)
+        assert store.count() == 0  # before: the trades committed, the events failed, and half the batch was acked
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse")
+        stored, later = _write(store, batch)
+        assert (len(stored), later, store.count(), store.count(coverage)) == (5, [], 5, 1)
+    finally:
+        store.close()
+
+
+def test_a_redelivered_run_counts_event_is_stored_once(nats_url: str, stream_names: tuple[str, str], db_url: str) -> None:
+    """A run's counts published twice (a redelivery, a copy past the duplicate window) make one run_counts row."""
+    asyncio.run(_a_redelivered_run_counts_event_is_stored_once(nats_url, stream_names, db_url))
+
+
+async def _a_redelivered_run_counts_event_is_stored_once(nats_url: str, stream_names: tuple[str, str],
+                                                         db_url: str) -> None:
+    from bitty.storage.sinks.events import EventLedger
+    from bitty.storage.tables import run_counts
+
+    name, prefix = stream_names
+    sink = await _sink(nats_url, stream_names)
+    try:
+        counts = {"received": 7, "stored": 6, "duplicates": 1, "quarantined": 0}
+        for _copy in range(2):
+            ledger = EventLedger(sink, "run-a")
+            ledger._numbers = iter([_copy + 1])  # type: ignore[assignment]  # another message id: JetStream keeps both
+            await asyncio.to_thread(ledger.record_run, "testex", T0, T0, counts)
+    finally:
+        await sink.aclose()
+    stats = await drain(SinkOptions(nats=nats_url, db=db_url, name="t", stream=StreamSettings(name=name, prefix=prefix),
+                                    idle_exit=1.0, progress_interval=0.2))
+    assert stats.events == 2
+    store = Store(db_url)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(run_counts.c.key, run_counts.c.received)).all()
+    finally:
+        store.close()
+    assert [tuple(r) for r in rows] == [("run-a/testex", 7)]
