@@ -111,7 +111,8 @@ def cmd_sink(args: argparse.Namespace) -> int:
 
     return run(SinkOptions(nats=args.nats, db=args.db, name=args.name, progress_interval=args.progress_interval,
                            stream=StreamSettings(name=args.nats_stream, prefix=args.nats_prefix),
-                           idle_exit=args.idle_exit, ack_wait=args.ack_wait))
+                           idle_exit=args.idle_exit, ack_wait=args.ack_wait, status_addr=args.status_addr,
+                           health_limit=args.health_limit))
 
 
 def _exchange_prefix(value: str) -> tuple[str | None, str]:
@@ -371,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ack-wait", type=float, default=30.0,
                    help="seconds before a message taken by a sink that died is redelivered (default 30)")
     p.add_argument("--idle-exit", type=float, help="stop after this many seconds without a message (catch-up jobs)")
+    p.add_argument("--status-addr", type=_status_addr, metavar="HOST:PORT",
+                   help="serve the live status page (/), /metrics (Prometheus), /healthz and /status here")
+    p.add_argument("--health-limit", type=float, default=60.0, metavar="SECONDS",
+                   help="how long NATS or the database may be away before /healthz says 503 (default 60)")
     p.set_defaults(func=cmd_sink)
 
     p = add("test", "replay a spec's fixtures and compare with its golden rows", "bitty test", "bitty test kraken --update")
