@@ -109,8 +109,17 @@ def cmd_sink(args: argparse.Namespace) -> int:
     from bitty.commands.sink import SinkOptions, run
     from bitty.storage.sinks.nats import StreamSettings
 
-    return run(SinkOptions(nats=args.nats, db=args.db, name=args.name, progress_interval=args.progress_interval,
-                           stream=StreamSettings(name=args.nats_stream, prefix=args.nats_prefix),
+    nats, db, stream = args.nats, args.db, StreamSettings(name=args.nats_stream, prefix=args.nats_prefix)
+    if args.config:  # the fleet's file: the same NATS, database and stream settings as its collectors
+        from bitty.commands.deploy import load
+
+        deployed, _symbols = load(args.config)
+        nats, db, stream = nats or deployed.nats, db or deployed.db, deployed.nats_stream
+    if not nats or not db:
+        raise BittyError(f"bitty sink: give --{'nats' if not nats else 'db'} (or "
+                         f"{'nats' if not nats else 'database'}: in the --config file)")
+    return run(SinkOptions(nats=nats, db=db, name=args.name, progress_interval=args.progress_interval,
+                           stream=stream,
                            idle_exit=args.idle_exit, ack_wait=args.ack_wait, status_addr=args.status_addr,
                            health_limit=args.health_limit))
 
@@ -363,8 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("sink", "drain the NATS JetStream stream into a database",
             "bitty sink --nats nats://127.0.0.1:4222 --db postgresql://postgres@127.0.0.1/bitty",
             "bitty sink --nats nats://127.0.0.1:4222 --db sqlite:///catchup.db --idle-exit 30")
-    p.add_argument("--nats", required=True, metavar="URL", help="nats://HOST:PORT")
-    p.add_argument("--db", required=True, help="SQLAlchemy database URL")
+    p.add_argument("--nats", metavar="URL", help="nats://HOST:PORT (or nats: in --config)")
+    p.add_argument("--db", help="SQLAlchemy database URL (or database: in --config)")
+    p.add_argument("--config", metavar="DEPLOY.yaml",
+                   help="the fleet's deployment file: its nats, database and stream settings (docs/deploy.md)")
     p.add_argument("--name", default="bitty-sink", help="durable consumer name: sinks of one name share the work")
     p.add_argument("--nats-stream", default="BITTY", help="JetStream stream name (default BITTY)")
     p.add_argument("--nats-prefix", default="bitty", help="subject prefix (default bitty)")

@@ -284,3 +284,34 @@ async def _a_redelivered_run_counts_event_is_stored_once(nats_url: str, stream_n
     finally:
         store.close()
     assert [tuple(r) for r in rows] == [("run-a/testex", 7)]
+
+
+def test_sink_reads_the_fleets_deployment_file(nats_url: str, stream_names: tuple[str, str], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`bitty sink --config deploy.yaml` takes the collectors' NATS, database and stream settings: it drains a
+    stream made with non-default settings, which the command-line defaults refuse with the reason."""
+    from bitty.cli import main
+
+    name, prefix = stream_names
+
+    async def publish() -> None:
+        sink = await _sink(nats_url, stream_names, duplicate_window=60.0)  # as deploy.yaml's collectors made it
+        try:
+            await sink.publish([trade(n) for n in range(12)])
+        finally:
+            await sink.aclose()
+
+    asyncio.run(publish())
+    db = tmp_path / "fleet.db"
+    path = tmp_path / "deploy.yaml"
+    path.write_text(f"nats: {nats_url}\ndatabase: sqlite:///{db}\nstream: {{name: {name}, prefix: {prefix}, "
+                    f"duplicate_window: 60}}\nexchanges: {{coinbase: []}}\n")
+    assert main(["sink", "--config", str(path), "--name", "t", "--idle-exit", "1"]) == 0
+    store = Store(f"sqlite:///{db}")
+    assert store.count() == 12
+    store.close()
+    assert main(["sink", "--nats", nats_url, "--db", f"sqlite:///{db}", "--nats-stream", name, "--nats-prefix", prefix,
+                 "--idle-exit", "1"]) == 1
+    assert "duplicate_window is 60.0, bitty needs 120.0" in capsys.readouterr().err
+    assert main(["sink", "--db", f"sqlite:///{db}"]) == 1
+    assert "bitty sink: give --nats (or nats: in the --config file)" in capsys.readouterr().err
