@@ -57,6 +57,10 @@ def test_subject_tokens_are_safe_and_distinct(name: str) -> None:
     ({fmt.FORMAT: fmt.TRADE}, b'{"v":1,"exchange":"x","symbol":"s","trade_id":"1","price":"nan","size":"1",'
                               b'"side":"buy","time":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}',
      "not finite"),
+    ({fmt.FORMAT: fmt.EVENT}, b'{"v":1,"kind":"lease_stolen"}', "unknown kind 'lease_stolen'"),
+    ({fmt.FORMAT: fmt.EVENT}, b'{"v":1,"kind":"gap_bounded","key":"r/1"}', "a gap_bounded event without to_time, to_id"),
+    ({fmt.FORMAT: fmt.EVENT}, b'{"v":1,"kind":"connected","run":"r","exchange":"x","symbol":"s","at":"noon"}',
+     "at of a connected event is not an ISO-8601 time: 'noon'"),
 ])
 def test_foreign_messages_are_named_with_the_reason(headers: dict[str, str] | None, data: bytes, why: str) -> None:
     """A message that is not bitty's is refused with a reason, never half-read."""
