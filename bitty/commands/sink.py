@@ -170,7 +170,8 @@ async def _drain(options: SinkOptions, stop: asyncio.Event, stats: SinkStats, st
         sub = await js.pull_subscribe(f"{settings.prefix}.>", durable=options.name, stream=settings.name, config=config)
         logger.info("sink %s: draining stream %s (%s.>) from %s into %s", options.name, settings.name, settings.prefix,
                     options.nats, store.engine.url.render_as_string(hide_password=True))
-        progress = asyncio.get_running_loop().create_task(_progress(js, options, store, stats))
+        done = asyncio.Event()
+        progress = asyncio.get_running_loop().create_task(_progress(options, store, stats, done))
         lag = asyncio.get_running_loop().create_task(_lag(js, options, stats))
         idle_since = time.monotonic()
         delays = backoff(options.backoff_initial, cap=10.0)
@@ -193,7 +194,10 @@ async def _drain(options: SinkOptions, stop: asyncio.Event, stats: SinkStats, st
                 await _handle(store, msgs, stats, options, stop)
         finally:
             stats.stopped = True
-            progress.cancel()
+            # not cancelled: a lease check in its thread would outlive the engine's dispose and
+            # leave its connection open; it stops between checks
+            done.set()
+            await asyncio.gather(progress, return_exceptions=True)
             lag.cancel()
             _report(options, stats, final=True)
     finally:
@@ -252,9 +256,13 @@ async def _quietly(coro: Any) -> None:
         logger.debug("ack not sent: %s", exc)
 
 
-async def _progress(js: Any, options: SinkOptions, store: Store, stats: SinkStats) -> None:
+async def _progress(options: SinkOptions, store: Store, stats: SinkStats, done: asyncio.Event) -> None:
     while True:
-        await asyncio.sleep(options.progress_interval)
+        try:
+            await asyncio.wait_for(done.wait(), options.progress_interval)
+            return
+        except TimeoutError:
+            pass
         try:  # collectors that publish only to NATS: crashed once their lease expired
             def expire() -> list[runs.Uncovered]:
                 with store.engine.begin() as conn:
