@@ -115,9 +115,19 @@ def cmd_sink(args: argparse.Namespace) -> int:
     from bitty.commands.sink import SinkOptions, run
     from bitty.storage.sinks.nats import StreamSettings
 
-    return run(SinkOptions(nats=args.nats, db=args.db, name=args.name, progress_interval=args.progress_interval,
-                           stream=StreamSettings(name=args.nats_stream, prefix=args.nats_prefix),
-                           idle_exit=args.idle_exit, ack_wait=args.ack_wait))
+    nats, db, stream = args.nats, args.db, StreamSettings(name=args.nats_stream, prefix=args.nats_prefix)
+    if args.config:  # the fleet's file: the same NATS, database and stream settings as its collectors
+        from bitty.commands.deploy import load
+
+        deployed, _symbols = load(args.config)
+        nats, db, stream = nats or deployed.nats, db or deployed.db, deployed.nats_stream
+    if not nats or not db:
+        raise BittyError(f"bitty sink: give --{'nats' if not nats else 'db'} (or "
+                         f"{'nats' if not nats else 'database'}: in the --config file)")
+    return run(SinkOptions(nats=nats, db=db, name=args.name, progress_interval=args.progress_interval,
+                           stream=stream,
+                           idle_exit=args.idle_exit, ack_wait=args.ack_wait, status_addr=args.status_addr,
+                           health_limit=args.health_limit))
 
 
 def _exchange_prefix(value: str) -> tuple[str | None, str]:
@@ -369,8 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("sink", "drain the NATS JetStream stream into a database",
             "bitty sink --nats nats://127.0.0.1:4222 --db postgresql://postgres@127.0.0.1/bitty",
             "bitty sink --nats nats://127.0.0.1:4222 --db sqlite:///catchup.db --idle-exit 30")
-    p.add_argument("--nats", required=True, metavar="URL", help="nats://HOST:PORT")
-    p.add_argument("--db", required=True, help="SQLAlchemy database URL")
+    p.add_argument("--nats", metavar="URL", help="nats://HOST:PORT (or nats: in --config)")
+    p.add_argument("--db", help="SQLAlchemy database URL (or database: in --config)")
+    p.add_argument("--config", metavar="DEPLOY.yaml",
+                   help="the fleet's deployment file: its nats, database and stream settings (docs/deploy.md)")
     p.add_argument("--name", default="bitty-sink", help="durable consumer name: sinks of one name share the work")
     p.add_argument("--nats-stream", default="BITTY", help="JetStream stream name (default BITTY)")
     p.add_argument("--nats-prefix", default="bitty", help="subject prefix (default bitty)")
@@ -378,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ack-wait", type=float, default=30.0,
                    help="seconds before a message taken by a sink that died is redelivered (default 30)")
     p.add_argument("--idle-exit", type=float, help="stop after this many seconds without a message (catch-up jobs)")
+    p.add_argument("--status-addr", type=_status_addr, metavar="HOST:PORT",
+                   help="serve the live status page (/), /metrics (Prometheus), /healthz and /status here")
+    p.add_argument("--health-limit", type=float, default=60.0, metavar="SECONDS",
+                   help="how long NATS or the database may be away before /healthz says 503 (default 60)")
     p.set_defaults(func=cmd_sink)
 
     p = add("test", "replay a spec's fixtures and compare with its golden rows", "bitty test", "bitty test kraken --update")

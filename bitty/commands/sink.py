@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,10 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from bitty.backoff import backoff
-from bitty.errors import SinkError
+from bitty.errors import BittyError, SinkError
+from bitty.ops.collector import StoredCounts
+from bitty.ops.server import DEFAULT_HEALTH_LIMIT, StatusServer, parse_addr
+from bitty.ops.sink import SinkSource
 from bitty.storage import runs
 from bitty.storage.sinks import message as fmt
 from bitty.storage.sinks.events import apply
@@ -48,6 +52,9 @@ class SinkOptions:
     progress_interval: float = 10.0
     backoff_initial: float = 0.5
     idle_exit: float | None = None  # stop after this many seconds without a message (tests, catch-up jobs)
+    status_addr: str | None = None  # HOST:PORT of the status server (metrics, health, live page)
+    health_limit: float = DEFAULT_HEALTH_LIMIT
+    lag_interval: float = 2.0  # seconds between reads of the consumer's lag
 
 
 @dataclass
@@ -60,6 +67,15 @@ class SinkStats:
     events: int = 0
     write_errors: int = 0
     lag: int = 0
+    # read by the status page (bitty.ops.sink)
+    received: Counter[str] = field(default_factory=Counter)
+    quarantined_by: Counter[str] = field(default_factory=Counter)
+    stored_trades: StoredCounts = field(default_factory=StoredCounts)
+    last_commit_at: datetime | None = None
+    database_ok: bool = True
+    database_down_since: datetime | None = None
+    nats_error: str = ""
+    stopped: bool = False
 
 
 @dataclass
@@ -99,14 +115,18 @@ def sort(msgs: list[Msg]) -> tuple[_Batch, int]:
 
 
 def _write(store: Store, batch: _Batch) -> tuple[list[Trade], list[Msg]]:
-    """Commit a batch; the new trades and the event messages to retry later."""
-    stored = store.write(batch.trades, batch.quarantined)
+    """Commit a batch - trades, quarantined frames and ledger events - in one transaction, so a
+    crash leaves all of it or none of it to redeliver; the new trades and the event messages to
+    retry later."""
     later: list[Msg] = []
-    if batch.events:
-        with store.engine.begin() as conn:
-            for msg, event in batch.events:
-                if not apply(conn, event):
-                    later.append(msg)
+
+    def events(conn: sa.Connection) -> None:
+        later.clear()  # a retried transaction starts again
+        for msg, event in batch.events:
+            if not apply(conn, event):
+                later.append(msg)
+
+    stored = store.write(batch.trades, batch.quarantined, events if batch.events else None)
     return stored, later
 
 
@@ -114,10 +134,34 @@ async def drain(options: SinkOptions, stop: asyncio.Event | None = None) -> Sink
     """Drain until ``stop`` is set (or ``idle_exit`` seconds pass without a message)."""
     stop = stop or asyncio.Event()
     stats = SinkStats()
+    status = await _start_status(options)
+    try:
+        return await _drain(options, stop, stats, status)
+    finally:
+        if status is not None:
+            await status.close()
+
+
+async def _start_status(options: SinkOptions) -> StatusServer | None:
+    """Bind the status server first, so a taken port stops the sink before it takes a message."""
+    if options.status_addr is None:
+        return None
+    try:
+        host, port = parse_addr(options.status_addr)
+    except ValueError as exc:
+        raise BittyError(f"--status-addr {exc}") from None
+    server = StatusServer(host, port, health_limit=options.health_limit)
+    await server.start()
+    return server
+
+
+async def _drain(options: SinkOptions, stop: asyncio.Event, stats: SinkStats, status: StatusServer | None) -> SinkStats:
     settings = options.stream
     store = Store(options.db)
     await asyncio.to_thread(store.open)
     nc = await connect(options.nats, name=f"bitty-sink {options.name}")
+    if status is not None:
+        status.attach(SinkSource(options.name, settings.name, stats, lambda: nc.is_connected))
     try:
         js = nc.jetstream()
         await ensure_stream(js, settings)
@@ -126,7 +170,9 @@ async def drain(options: SinkOptions, stop: asyncio.Event | None = None) -> Sink
         sub = await js.pull_subscribe(f"{settings.prefix}.>", durable=options.name, stream=settings.name, config=config)
         logger.info("sink %s: draining stream %s (%s.>) from %s into %s", options.name, settings.name, settings.prefix,
                     options.nats, store.engine.url.render_as_string(hide_password=True))
-        progress = asyncio.get_running_loop().create_task(_progress(js, options, store, stats))
+        done = asyncio.Event()
+        progress = asyncio.get_running_loop().create_task(_progress(js, options, store, stats, done))
+        lag = asyncio.get_running_loop().create_task(_lag(js, options, stats))
         idle_since = time.monotonic()
         delays = backoff(options.backoff_initial, cap=10.0)
         try:
@@ -138,6 +184,7 @@ async def drain(options: SinkOptions, stop: asyncio.Event | None = None) -> Sink
                         break
                     continue
                 except (nats.errors.Error, nats.js.errors.Error) as exc:
+                    stats.nats_error = f"cannot fetch: {exc}"
                     delay = next(delays)
                     logger.error("sink %s: cannot fetch from NATS (retrying in %.1fs): %s", options.name, delay, exc)
                     await asyncio.sleep(delay)
@@ -146,7 +193,12 @@ async def drain(options: SinkOptions, stop: asyncio.Event | None = None) -> Sink
                 idle_since = time.monotonic()
                 await _handle(store, msgs, stats, options, stop)
         finally:
-            progress.cancel()
+            stats.stopped = True
+            # not cancelled: a lease check in its thread would outlive the engine's dispose and
+            # leave its connection open; it stops between checks
+            done.set()
+            await asyncio.gather(progress, return_exceptions=True)
+            lag.cancel()
             _report(options, stats, final=True)
     finally:
         await nc.close()
@@ -163,6 +215,8 @@ async def _handle(store: Store, msgs: list[Msg], stats: SinkStats, options: Sink
             break
         except sa.exc.SQLAlchemyError as exc:
             stats.write_errors += 1
+            if stats.database_ok:
+                stats.database_ok, stats.database_down_since = False, datetime.now(UTC)
             if stop.is_set():  # leave them to the next sink (redelivered at once, nothing lost)
                 for msg in msgs:
                     await _quietly(msg.nak())
@@ -180,6 +234,12 @@ async def _handle(store: Store, msgs: list[Msg], stats: SinkStats, options: Sink
     retry = {id(m) for m in later}
     for msg, _event in batch.events:
         await _quietly(msg.nak(delay=1.0) if id(msg) in retry else msg.ack())
+    stats.database_ok, stats.database_down_since = True, None
+    stats.last_commit_at = datetime.now(UTC)
+    stats.received.update(t.exchange for t in batch.trades)
+    stats.quarantined_by.update(q.exchange for q in batch.quarantined)
+    if stored:
+        stats.stored_trades.add(stored)
     stats.messages += len(msgs)
     stats.stored += len(stored)
     stats.duplicates += len(batch.trades) - len(stored)
@@ -196,19 +256,16 @@ async def _quietly(coro: Any) -> None:
         logger.debug("ack not sent: %s", exc)
 
 
-async def _progress(js: Any, options: SinkOptions, store: Store, stats: SinkStats) -> None:
+async def _progress(js: Any, options: SinkOptions, store: Store, stats: SinkStats, done: asyncio.Event) -> None:
     while True:
-        await asyncio.sleep(options.progress_interval)
-        caught_up = False
         try:
-            info = await js.consumer_info(options.stream.name, options.name)
-            stats.lag = int(info.num_pending) + int(info.num_ack_pending)
-            caught_up = stats.lag == 0
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-            logger.warning("sink %s: cannot read the consumer's lag: %s", options.name, exc)
+            await asyncio.wait_for(done.wait(), options.progress_interval)
+            return
+        except TimeoutError:
+            pass
         # Collectors that publish only to NATS: crashed once their lease expired. Judged only
         # once the stream is drained: a run's renewals and its clean stop may still be queued.
-        if caught_up:
+        if await _drained(js, options):
             try:
                 expired = await asyncio.to_thread(_expire, store)
             except sa.exc.SQLAlchemyError as exc:
@@ -219,9 +276,33 @@ async def _progress(js: Any, options: SinkOptions, store: Store, stats: SinkStat
         _report(options, stats)
 
 
+async def _drained(js: Any, options: SinkOptions) -> bool:
+    """Nothing pending for the consumer, read now (False when NATS cannot say)."""
+    try:
+        info = await js.consumer_info(options.stream.name, options.name)
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+        return False
+    return int(info.num_pending) + int(info.num_ack_pending) == 0
+
+
 def _expire(store: Store) -> list[runs.Uncovered]:
     with store.engine.begin() as conn:
         return runs.expire(conn, datetime.now(UTC))
+
+
+async def _lag(js: Any, options: SinkOptions, stats: SinkStats) -> None:
+    """The consumer's lag (messages pending, and taken but not acked), read every ``lag_interval``."""
+    warned = False
+    while True:
+        try:
+            info = await js.consumer_info(options.stream.name, options.name)
+            stats.lag = int(info.num_pending) + int(info.num_ack_pending)
+            warned = False
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            if not warned:  # said once per outage, not every interval
+                logger.warning("sink %s: cannot read the consumer's lag: %s", options.name, exc)
+                warned = True
+        await asyncio.sleep(options.lag_interval)
 
 
 def _report(options: SinkOptions, stats: SinkStats, final: bool = False) -> None:

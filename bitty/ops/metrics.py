@@ -69,9 +69,41 @@ class SnapshotCollector(Collector):
                                 value=1.0 if snap.database_ok else 0.0)
         yield GaugeMetricFamily("bitty_uptime_seconds", "Seconds since the process started collecting",
                                 value=(snap.at - snap.started_at).total_seconds())
+        if snap.sink is not None:
+            yield from _sink(snap)
         yield GaugeMetricFamily("bitty_streams_connected_ratio", "Share of streams connected",
                                 value=(sum(s.state == CONNECTED for s in snap.streams) / len(snap.streams))
                                 if snap.streams else 0.0)
+
+
+def _sink(snap: Snapshot) -> Iterator[Metric]:
+    """``bitty sink``'s own metrics (its per-exchange trade counters are the ones above)."""
+    sink = snap.sink
+    assert sink is not None
+    labels = ["consumer", "stream"]
+    key = [sink.name, sink.stream]
+    for name, text, value in [
+        ("bitty_sink_messages", "Messages the sink committed and acked", sink.messages),
+        ("bitty_sink_quarantined", "Quarantine rows collectors published, stored by the sink", sink.quarantined),
+        ("bitty_sink_foreign", "Messages not in bitty's format, kept in the quarantine table", sink.foreign),
+        ("bitty_sink_events", "Ledger events (coverage, gaps, runs) applied", sink.events),
+        ("bitty_sink_write_errors", "Database writes that failed (the batch is retried, unacked)", sink.write_errors),
+    ]:
+        counter = CounterMetricFamily(name, text, labels=labels)
+        counter.add_metric(key, value)
+        yield counter
+    for name, text, level in [
+        ("bitty_sink_lag", "Messages of the durable consumer not yet acked", float(sink.lag)),
+        ("bitty_sink_nats_up", "1 while the sink is connected to NATS", 1.0 if sink.nats_connected else 0.0),
+    ]:
+        gauge = GaugeMetricFamily(name, text, labels=labels)
+        gauge.add_metric(key, level)
+        yield gauge
+    age = GaugeMetricFamily("bitty_sink_last_commit_age_seconds", "Seconds since the sink last committed a batch",
+                            labels=labels)
+    if sink.last_commit_at is not None:
+        age.add_metric(key, max(0.0, (snap.at - sink.last_commit_at).total_seconds()))
+    yield age
 
 
 def registry(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:

@@ -60,6 +60,25 @@ class ExchangeStatus:
 
 
 @dataclass
+class SinkStatus:
+    """``bitty sink``: its durable consumer on the stream and what it committed."""
+
+    name: str  # the durable consumer
+    stream: str
+    nats_connected: bool
+    nats_down_since: datetime | None = None
+    messages: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0  # quarantine rows collectors published
+    foreign: int = 0  # messages not in bitty's format, kept in the quarantine table
+    events: int = 0  # ledger events applied
+    write_errors: int = 0
+    lag: int = 0  # messages of the consumer not yet acked (pending + taken, not acked)
+    last_commit_at: datetime | None = None
+
+
+@dataclass
 class Snapshot:
     at: datetime
     started_at: datetime
@@ -72,6 +91,7 @@ class Snapshot:
     database_down_since: datetime | None = None
     gaps: dict[str, int] = field(default_factory=dict)  # opened, closed, unrecoverable (this process)
     uptime_seconds: float = 0.0
+    sink: SinkStatus | None = None  # set by ``bitty sink``
     healthy: bool = True  # set by whoever judges it (``health``)
     unhealthy_reasons: list[str] = field(default_factory=list)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,12 +68,14 @@ class Store:
                 index_elements=["exchange", "symbol", "trade_id"])
         return sqlite.insert(trades).on_conflict_do_nothing(index_elements=["exchange", "symbol", "trade_id"])
 
-    def write(self, batch: Sequence[Trade], quarantined: Sequence[Quarantined] = ()) -> list[Trade]:
+    def write(self, batch: Sequence[Trade], quarantined: Sequence[Quarantined] = (),
+              also: Callable[[sa.Connection], object] | None = None) -> list[Trade]:
         """Insert trades (and quarantined frames) in one transaction; returns the trades that
-        were new, in order. A failure writes nothing, so the caller can retry the same batch."""
+        were new, in order. A failure writes nothing, so the caller can retry the same batch.
+        ``also(conn)`` runs in the same transaction (``bitty sink``'s ledger events)."""
         driver_error = self.engine.dialect.loaded_dbapi.Error
         try:
-            return self._write(batch, quarantined)
+            return self._write(batch, quarantined, also)
         except (sa.exc.SQLAlchemyError, driver_error) as exc:
             # A connection broken mid-transaction can fail its next ping in ways the pool does
             # not recognize as a disconnect; start the next attempt from fresh connections.
@@ -83,7 +85,8 @@ class Store:
             # The COPY paths use the driver's cursor directly: its errors are SQLAlchemy's too.
             raise sa.exc.DBAPIError.instance(None, None, exc, driver_error) from exc
 
-    def _write(self, batch: Sequence[Trade], quarantined: Sequence[Quarantined]) -> list[Trade]:
+    def _write(self, batch: Sequence[Trade], quarantined: Sequence[Quarantined],
+               also: Callable[[sa.Connection], object] | None = None) -> list[Trade]:
         inserted: set[tuple[str, str, str]] | None = set()
         with self.engine.begin() as conn:
             if batch:
@@ -94,6 +97,8 @@ class Store:
                      "frame": q.frame, "received_at": q.received_at}
                     for q in quarantined
                 ])
+            if also is not None:
+                also(conn)
         if inserted is None:  # every row was new
             return list(batch)
         out = []

@@ -154,6 +154,8 @@ run_counts = sa.Table(
     sa.Column("stored", sa.Integer, nullable=False),
     sa.Column("duplicates", sa.Integer, nullable=False),
     sa.Column("quarantined", sa.Integer, nullable=False),
+    sa.Column("key", sa.String(160), nullable=True),  # run key/exchange: counts arriving over NATS
+    sa.UniqueConstraint("key", name="run_counts_key"),
 )
 
 instruments = sa.Table(

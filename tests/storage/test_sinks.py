@@ -57,6 +57,10 @@ def test_subject_tokens_are_safe_and_distinct(name: str) -> None:
     ({fmt.FORMAT: fmt.TRADE}, b'{"v":1,"exchange":"x","symbol":"s","trade_id":"1","price":"nan","size":"1",'
                               b'"side":"buy","time":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}',
      "not finite"),
+    ({fmt.FORMAT: fmt.EVENT}, b'{"v":1,"kind":"lease_stolen"}', "unknown kind 'lease_stolen'"),
+    ({fmt.FORMAT: fmt.EVENT}, b'{"v":1,"kind":"gap_bounded","key":"r/1"}', "a gap_bounded event without to_time, to_id"),
+    ({fmt.FORMAT: fmt.EVENT}, b'{"v":1,"kind":"connected","run":"r","exchange":"x","symbol":"s","at":"noon"}',
+     "at of a connected event is not an ISO-8601 time: 'noon'"),
 ])
 def test_foreign_messages_are_named_with_the_reason(headers: dict[str, str] | None, data: bytes, why: str) -> None:
     """A message that is not bitty's is refused with a reason, never half-read."""
@@ -227,3 +231,91 @@ def test_collect_with_a_bad_deployment_file_exits_1_with_the_reason(tmp_path: Pa
     path.write_text("nats: nats://127.0.0.1:4222\nexchanges: {coinbase: []}\nshard: 0/2\nnmae: a\n")
     assert main(["collect", "--config", str(path)]) == 1
     assert "$.nmae: unknown key" in capsys.readouterr().err
+
+
+def test_a_batch_of_trades_and_ledger_events_commits_as_one_transaction(tmp_path: Path) -> None:
+    """bitty sink writes a batch's trades and its ledger events in one transaction: an event the
+    database refuses leaves none of the batch's trades behind, and the retried batch stores all."""
+    from bitty.commands.sink import _Batch, _write
+    from bitty.storage.tables import coverage
+
+    url = f"sqlite:///{tmp_path}/sink.db"
+    store = Store(url)
+    store.open()
+    try:
+        with store.engine.begin() as conn:  # the database refuses coverage rows for now
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON coverage BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        event = {"v": 1, "kind": "connected", "run": "r1", "exchange": "testex", "symbol": "BTC-USD", "at": T0.isoformat()}
+        batch = _Batch(trades=[trade(n) for n in range(5)], events=[(None, event)])  # type: ignore[list-item]
+        with pytest.raises(sa.exc.IntegrityError, match="refused"):
+            _write(store, batch)
+        assert store.count() == 0  # before: the trades committed, the events failed, and half the batch was acked
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse")
+        stored, later = _write(store, batch)
+        assert (len(stored), later, store.count(), store.count(coverage)) == (5, [], 5, 1)
+    finally:
+        store.close()
+
+
+def test_a_redelivered_run_counts_event_is_stored_once(nats_url: str, stream_names: tuple[str, str], db_url: str) -> None:
+    """A run's counts published twice (a redelivery, a copy past the duplicate window) make one run_counts row."""
+    asyncio.run(_a_redelivered_run_counts_event_is_stored_once(nats_url, stream_names, db_url))
+
+
+async def _a_redelivered_run_counts_event_is_stored_once(nats_url: str, stream_names: tuple[str, str],
+                                                         db_url: str) -> None:
+    from bitty.storage.sinks.events import EventLedger
+    from bitty.storage.tables import run_counts
+
+    name, prefix = stream_names
+    sink = await _sink(nats_url, stream_names)
+    try:
+        counts = {"received": 7, "stored": 6, "duplicates": 1, "quarantined": 0}
+        for _copy in range(2):
+            ledger = EventLedger(sink, "run-a")
+            ledger._numbers = iter([_copy + 1])  # type: ignore[assignment]  # another message id: JetStream keeps both
+            await asyncio.to_thread(ledger.record_run, "testex", T0, T0, counts)
+    finally:
+        await sink.aclose()
+    stats = await drain(SinkOptions(nats=nats_url, db=db_url, name="t", stream=StreamSettings(name=name, prefix=prefix),
+                                    idle_exit=1.0, progress_interval=0.2))
+    assert stats.events == 2
+    store = Store(db_url)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(run_counts.c.key, run_counts.c.received)).all()
+    finally:
+        store.close()
+    assert [tuple(r) for r in rows] == [("run-a/testex", 7)]
+
+
+def test_sink_reads_the_fleets_deployment_file(nats_url: str, stream_names: tuple[str, str], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`bitty sink --config deploy.yaml` takes the collectors' NATS, database and stream settings: it drains a
+    stream made with non-default settings, which the command-line defaults refuse with the reason."""
+    from bitty.cli import main
+
+    name, prefix = stream_names
+
+    async def publish() -> None:
+        sink = await _sink(nats_url, stream_names, duplicate_window=60.0)  # as deploy.yaml's collectors made it
+        try:
+            await sink.publish([trade(n) for n in range(12)])
+        finally:
+            await sink.aclose()
+
+    asyncio.run(publish())
+    db = tmp_path / "fleet.db"
+    path = tmp_path / "deploy.yaml"
+    path.write_text(f"nats: {nats_url}\ndatabase: sqlite:///{db}\nstream: {{name: {name}, prefix: {prefix}, "
+                    f"duplicate_window: 60}}\nexchanges: {{coinbase: []}}\n")
+    assert main(["sink", "--config", str(path), "--name", "t", "--idle-exit", "1"]) == 0
+    store = Store(f"sqlite:///{db}")
+    assert store.count() == 12
+    store.close()
+    assert main(["sink", "--nats", nats_url, "--db", f"sqlite:///{db}", "--nats-stream", name, "--nats-prefix", prefix,
+                 "--idle-exit", "1"]) == 1
+    assert "duplicate_window is 60.0, bitty needs 120.0" in capsys.readouterr().err
+    assert main(["sink", "--db", f"sqlite:///{db}"]) == 1
+    assert "bitty sink: give --nats (or nats: in the --config file)" in capsys.readouterr().err

@@ -102,7 +102,8 @@ class EventLedger:
 
     def record_run(self, exchange: str, started_at: datetime, ended_at: datetime, counts: dict[str, Any]) -> None:
         self._publish(f"runs.{token(self.run_key)}", "run_counts", {
-            "run": self.run_key, "exchange": exchange, "started_at": started_at, "ended_at": ended_at,
+            "key": f"{self.run_key}/{exchange}", "run": self.run_key, "exchange": exchange,
+            "started_at": started_at, "ended_at": ended_at,
             **{k: int(counts.get(k, 0)) for k in ("received", "stored", "duplicates", "quarantined")}})
 
     def run(self, fields: dict[str, Any]) -> None:
@@ -145,9 +146,13 @@ def apply(conn: sa.Connection, event: dict[str, Any]) -> bool:
                       "backfilled": e["backfilled"], "duplicates": e["duplicates"]}
         conn.execute(gaps.update().where(gaps.c.key == e["key"]).values(**values))
     elif kind == "run_counts":
-        conn.execute(run_counts.insert().values(
-            exchange=e["exchange"], started_at=e["started_at"], ended_at=e["ended_at"],
-            **{k: int(e[k]) for k in ("received", "stored", "duplicates", "quarantined")}))
+        # keyed <run key>/<exchange> (a run reports each exchange once): a redelivered report
+        # is a no-op. Reports of collectors older than the key carry none and are inserted.
+        key = e.get("key")
+        if key is None or conn.execute(sa.select(run_counts.c.id).where(run_counts.c.key == key)).first() is None:
+            conn.execute(run_counts.insert().values(
+                exchange=e["exchange"], started_at=e["started_at"], ended_at=e["ended_at"], key=key,
+                **{k: int(e[k]) for k in ("received", "stored", "duplicates", "quarantined")}))
     else:
         raise ValueError(f"unknown event kind {kind!r}")
     return True

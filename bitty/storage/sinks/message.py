@@ -110,9 +110,36 @@ def decode(headers: dict[str, str] | None, data: bytes) -> Decoded:
                 _time(body, "received_at")))
     except KeyError as exc:
         raise Foreign(f"field {exc.args[0]!r} is missing") from None
-    if not isinstance(body.get("kind"), str):
+    kind = body.get("kind")
+    if not isinstance(kind, str):
         raise Foreign("an event without a kind")
+    if kind not in EVENT_FIELDS:
+        raise Foreign(f"an event of unknown kind {kind!r} (known: {', '.join(EVENT_FIELDS)})")
+    missing = [k for k in EVENT_FIELDS[kind] if k not in body]
+    if missing:
+        raise Foreign(f"a {kind} event without {', '.join(missing)}")
+    for key in EVENT_TIMES & body.keys():
+        if body[key] is not None:
+            try:
+                datetime.fromisoformat(body[key])
+            except (TypeError, ValueError):
+                raise Foreign(f"{key} of a {kind} event is not an ISO-8601 time: {body[key]!r}") from None
     return Decoded("event", event=body)
+
+
+# What ``bitty.storage.sinks.events.apply`` reads of each event: checked here, so an event it could
+# not apply is refused as foreign (kept in quarantine) instead of failing the sink's transaction.
+EVENT_FIELDS = {
+    "run": ("key",),
+    "connected": ("run", "exchange", "symbol", "at"),
+    "disconnected": ("run", "exchange", "symbol", "at", "reason"),
+    "gap_opened": ("key", "exchange", "symbol", "from_time", "to_time", "cause", "from_id", "to_id", "at"),
+    "gap_bounded": ("key", "to_time", "to_id"),
+    "gap_settled": ("key", "status", "reason", "at", "backfilled", "duplicates"),
+    "run_counts": ("exchange", "started_at", "ended_at", "received", "stored", "duplicates", "quarantined"),
+}
+EVENT_TIMES = frozenset({"at", "since", "from_time", "to_time", "started_at", "ended_at", "alive_at", "stopped_at",
+                         "lease_until"})
 
 
 def _text(body: dict[str, Any], key: str) -> str:
