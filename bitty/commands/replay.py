@@ -190,6 +190,8 @@ class ReplayServer:
                         self.received.append(msg.data)
             elif not ws.closed:
                 await ws.close()
+        except ConnectionResetError:
+            logger.info("replay: the client went away before the session's end")
         finally:
             self.done.set()
         return ws
