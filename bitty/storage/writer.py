@@ -274,6 +274,9 @@ class Writer:
             # where the journal picks it up, rather than waiting in memory through the retries.
             await self._flush(loop.time())
             if self._closing and not self._trades and not self._quarantine:
+                # What this run journaled while the database was away goes in now, if it is back
+                # (one attempt when it is not: the files stay for the next run).
+                await self._unspill()
                 return
             if not self._trades:
                 await self._unspill()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -98,3 +99,35 @@ def test_only_the_writer_writes_trades_to_the_store() -> None:
     # `bitty sink` commits what it drained from JetStream itself: there the stream is the buffer
     # (a batch is acked only after its commit, redelivered otherwise), not the writer's spill.
     assert users == {"storage/writer.py", "commands/sink.py"}
+
+
+def test_a_stop_after_an_outage_writes_this_runs_journal_in(tmp_path: Path) -> None:
+    """Trades journaled while SQLite was locked are stored by the stop once it is free again,
+    not left in spill files for the next run."""
+    db = tmp_path / "w.db"
+    store = Store(f"sqlite:///{db}?timeout=0.05")
+    store.open()
+    spill_dir = tmp_path / "spill"
+
+    async def main() -> Writer:
+        writer = Writer(store, flush_interval=0.05, spill_dir=spill_dir, sync_interval=0.1)
+        writer.start()
+        holder = sqlite3.connect(db, timeout=5)
+        holder.execute("BEGIN EXCLUSIVE")
+        for n in range(1, 51):
+            writer.put(trade(n))
+        for _ in range(100):  # until the journal holds them
+            await asyncio.sleep(0.05)
+            if writer.stats.spilled >= 50:
+                break
+        assert writer.stats.spilled >= 50 and writer.pending == 0
+        holder.rollback()
+        holder.close()
+        await writer.close()
+        return writer
+
+    writer = asyncio.run(main())
+    assert store.count() == 50
+    assert spill.pending(spill_dir) == []
+    assert writer.stats.stored == 50
+    store.close()
