@@ -22,7 +22,7 @@ from bitty.errors import BittyError
 from bitty.markets.instruments import redirect
 from bitty.ops import terminal
 from bitty.ops.collector import CollectorSource, StoredCounts
-from bitty.ops.server import DEFAULT_HEALTH_LIMIT, StatusServer, parse_addr
+from bitty.ops.server import DEFAULT_HEALTH_LIMIT, start_status
 from bitty.planning import fetch_listings, load_specs, parse_shard, plan, record_instruments
 from bitty.spec.load import Spec
 from bitty.storage import runs
@@ -137,7 +137,7 @@ async def collect(options: CollectOptions, stop: asyncio.Event | None = None) ->
     output = parse_output(options.output)
     identity = runs.Identity(name=options.name, shard=options.shard)
     names = [s.name for s in specs]
-    status = await _start_status(options)
+    status = await start_status(options.status_addr, options.health_limit)
     store: Store | None = None
     events: EventLedger | None = None
     nats_sink: NatsSink | None = None
@@ -324,18 +324,6 @@ async def _alive(store: Store | None, run_id: int, events: EventLedger | None = 
         except sa.exc.SQLAlchemyError as exc:
             logger.debug("cannot renew this run's lease: %s", exc)
 
-
-async def _start_status(options: CollectOptions) -> StatusServer | None:
-    """Bind the status server before anything is opened or recorded, so a taken port stops the run at once."""
-    if options.status_addr is None:
-        return None
-    try:
-        host, port = parse_addr(options.status_addr)
-    except ValueError as exc:
-        raise BittyError(f"--status-addr {exc}") from None
-    server = StatusServer(host, port, health_limit=options.health_limit)
-    await server.start()
-    return server
 
 
 def _finished(source: CollectorSource, index: int, _task: object) -> None:

@@ -27,9 +27,9 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from bitty.backoff import backoff
-from bitty.errors import BittyError, SinkError
+from bitty.errors import SinkError
 from bitty.ops.collector import StoredCounts
-from bitty.ops.server import DEFAULT_HEALTH_LIMIT, StatusServer, parse_addr
+from bitty.ops.server import DEFAULT_HEALTH_LIMIT, StatusServer, start_status
 from bitty.ops.sink import SinkSource
 from bitty.storage import runs
 from bitty.storage.sinks import message as fmt
@@ -134,25 +134,13 @@ async def drain(options: SinkOptions, stop: asyncio.Event | None = None) -> Sink
     """Drain until ``stop`` is set (or ``idle_exit`` seconds pass without a message)."""
     stop = stop or asyncio.Event()
     stats = SinkStats()
-    status = await _start_status(options)
+    status = await start_status(options.status_addr, options.health_limit)
     try:
         return await _drain(options, stop, stats, status)
     finally:
         if status is not None:
             await status.close()
 
-
-async def _start_status(options: SinkOptions) -> StatusServer | None:
-    """Bind the status server first, so a taken port stops the sink before it takes a message."""
-    if options.status_addr is None:
-        return None
-    try:
-        host, port = parse_addr(options.status_addr)
-    except ValueError as exc:
-        raise BittyError(f"--status-addr {exc}") from None
-    server = StatusServer(host, port, health_limit=options.health_limit)
-    await server.start()
-    return server
 
 
 async def _drain(options: SinkOptions, stop: asyncio.Event, stats: SinkStats, status: StatusServer | None) -> SinkStats:

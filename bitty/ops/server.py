@@ -191,3 +191,17 @@ class StatusServer:
         body = await self._body("history", lambda _s: orjson.dumps({"interval": self.interval,
                                                                     "exchanges": self.history.series()}))
         return web.Response(body=body, content_type="application/json")
+
+
+async def start_status(addr: str | None, health_limit: float) -> StatusServer | None:
+    """The status server of a command, bound first so that a taken port stops the command before
+    it opens or takes anything; None without an address."""
+    if addr is None:
+        return None
+    try:
+        host, port = parse_addr(addr)
+    except ValueError as exc:
+        raise BittyError(f"--status-addr {exc}") from None
+    server = StatusServer(host, port, health_limit=health_limit)
+    await server.start()
+    return server
