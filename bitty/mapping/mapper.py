@@ -259,18 +259,10 @@ class Mapper:
             symbol = self.normalize(native)
             if symbol is None:
                 return f"cannot normalize symbol {native!r}"
-        price = values[at.price]
-        if type(price) is not Decimal:
-            return f"price is missing or not a positive number: {price!r}"
-        reason = check_amount(price)
-        if reason is not None:
-            return f"price {reason}"
-        size = values[at.size]
-        if type(size) is not Decimal:
-            return f"size is missing or not a positive number: {size!r}"
-        reason = check_amount(size)
-        if reason is not None:
-            return f"size {reason}"
+        price, size = values[at.price], values[at.size]
+        problem = _amount_problem("price", price) or _amount_problem("size", size)
+        if problem is not None:
+            return problem
         raw_side = values[at.side]
         side = SIDES.get(raw_side) if isinstance(raw_side, str) else None
         if side is None:
@@ -340,3 +332,11 @@ def _truthy(fn: Any, frame: Any) -> bool:
     except (JMESPathError, TypeError, ValueError, AttributeError):  # as evaluate_safely
         return False
     return value is not None and value is not False and value != "" and value != [] and value != {}
+
+
+def _amount_problem(name: str, value: Any) -> str | None:
+    """Why a mapped price or size cannot be stored, or None."""
+    if type(value) is not Decimal:
+        return f"{name} is missing or not a positive number: {value!r}"
+    reason = check_amount(value)
+    return None if reason is None else f"{name} {reason}"
